@@ -1,0 +1,3 @@
+from vcompile.cli import main
+
+main()

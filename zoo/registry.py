@@ -73,8 +73,9 @@ def resolve_name(name: str) -> str:
     """Turn any accepted spelling of a model name into its canonical name."""
     canonical = _ALIASES.get(_key(name))
     if canonical is None:
-        spellings = sorted({*(_REGISTRY), *(a for e in _REGISTRY.values() for a in e.spec.aliases)})
-        close = difflib.get_close_matches(name.lower(), spellings, n=3, cutoff=0.5)
+        spellings = {s: e.spec.name for e in _REGISTRY.values() for s in (e.spec.name, *e.spec.aliases)}
+        close = difflib.get_close_matches(name.lower(), list(spellings), n=6, cutoff=0.5)
+        close = list(dict.fromkeys(spellings[s] for s in close))[:3]
         hint = f"did you mean {' or '.join(close)}?" if close else "run `vcompile models` to list them"
         raise UnknownModelError(f"unknown model {name!r}: {hint}")
     return canonical
@@ -104,9 +105,9 @@ def build_model(name: str, *, tiny: bool = False, num_classes: int | None = None
     """Construct a model with whatever initialisation its layers have (no seeding); works on the meta device."""
     entry = _REGISTRY[resolve_name(name)]
     spec = entry.spec
-    num_classes = num_classes or (TINY_CLASSES if tiny else 400)
-    frames = frames or (TINY_FRAMES if tiny else spec.frames)
-    size = size or (TINY_SIZE if tiny else spec.size)
+    num_classes = (TINY_CLASSES if tiny else 400) if num_classes is None else num_classes
+    frames = (TINY_FRAMES if tiny else spec.frames) if frames is None else frames
+    size = (TINY_SIZE if tiny else spec.size) if size is None else size
     if num_classes < 1:
         raise InvalidShapeError(f"num_classes must be at least 1, got {num_classes}")
     problem = spec.check_shape(frames, size)

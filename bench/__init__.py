@@ -1,0 +1,1 @@
+"""Benchmarking: timing, memory, training step, parity, result records and reports."""

@@ -1,0 +1,97 @@
+"""The environment fingerprint written into every result record and shown by `vcompile doctor`."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["PACKAGES", "package_versions", "cpu_info", "gpu_info", "git_commit", "environment"]
+
+# Distributions whose versions change what vcompile builds or measures.
+PACKAGES = ("torch", "torchvision", "timm", "onnx", "onnxscript", "onnxsim", "onnxruntime", "onnxruntime-gpu",
+            "coremltools", "executorch", "tensorrt", "av", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions, read from package metadata without importing anything."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> dict[str, object]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(), "usable_cores": usable}
+
+
+def gpu_info() -> list[dict[str, object]]:
+    """CUDA devices torch can see, with compute capability, memory and driver version."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    driver = None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        driver = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        gpus.append({"index": i, "name": props.name, "capability": f"{props.major}.{props.minor}",
+                     "memory_mb": props.total_memory // 2**20, "driver": driver, "cuda": torch.version.cuda})
+    return gpus
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit vcompile runs from (with ``-dirty`` if the tree has changes), or None outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, object]:
+    """Everything that identifies where a number was measured."""
+    import torch
+
+    from vcompile import __version__
+
+    return {
+        "host": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "cpu": cpu_info(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpu_info(),
+        "packages": package_versions(),
+        "vcompile": __version__,
+        "git_commit": git_commit(),
+    }

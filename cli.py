@@ -1,0 +1,203 @@
+"""The `vcompile` command line. It parses, calls into the package and prints; it holds no logic of its own.
+
+Errors the user can act on print one line on stderr and exit non-zero; a traceback is shown only with
+VCOMPILE_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+
+import click
+
+from vcompile import __version__
+from vcompile.errors import VcompileError
+
+FORMATS = click.Choice(["table", "json", "csv"], case_sensitive=False)
+
+
+def _console():
+    from rich.console import Console
+
+    # Wide when piped, so tables stay one line per row in logs and CI output.
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def _table(title: str, columns: list[str], rows: list[list[object]]):
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="right" if col[:1].isupper() and col.endswith(")") else "left")
+    for row in rows:
+        table.add_row(*("-" if v is None else escape(str(v)) for v in row))
+    return table
+
+
+def _emit(fmt: str, records: list[dict], title: str, columns: dict[str, str]) -> None:
+    """Print records as a rich table, JSON or CSV; ``columns`` maps record keys to table headers."""
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(records[0]) if records else list(columns))
+        writer.writeheader()
+        for rec in records:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (list, tuple, dict)) else v for k, v in rec.items()})
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        rows = [[rec[k] for k in columns] for rec in records]
+        _console().print(_table(title, list(columns.values()), rows))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="vcompile")
+def cli() -> None:
+    """Compile, check and benchmark lightweight video action-recognition models.
+
+    vcompile reproduces the method of "Evaluating Transformers for Lightweight Action Recognition"
+    (Koot et al. 2022) on your hardware: its 13 models, compiled to every runtime you deploy on,
+    checked against PyTorch and timed with the paper's protocol.
+    """
+
+
+@cli.command()
+@click.argument("pattern", default="*")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True, help="Output format.")
+@click.option("--frames", type=int, default=None, help="Clip length for the FLOP count [default: 16].")
+@click.option("--size", type=int, default=None, help="Frame size for the FLOP count [default: 224].")
+def models(pattern: str, fmt: str, frames: int | None, size: int | None) -> None:
+    """List the zoo: one row per model, with parameters and compute.
+
+    PATTERN is a shell-style filter on model names, e.g. 'movinet*'. Parameters are counted at 400 classes;
+    GFLOPs (2 per multiply-accumulate) and GMACs (the unit the papers call "GFLOPs") at 1x3x16x224x224,
+    counted on meta tensors by torch.utils.flop_counter, so nothing is computed.
+    """
+    from vcompile.zoo import get_spec, list_models
+    from vcompile.zoo.flops import model_cost
+
+    names = list_models(pattern)
+    if not names:
+        raise VcompileError(f"no model matches {pattern!r}; run `vcompile models` to list them")
+    records = []
+    for name in names:
+        spec = get_spec(name)
+        cost = model_cost(name, frames=frames, size=size)
+        records.append({
+            "name": name,
+            "paper_name": spec.paper_name,
+            "category": spec.category,
+            "params": cost.params,
+            "params_m": round(cost.params / 1e6, 2),
+            "paper_params_m": spec.paper_params_m,
+            "gflops": round(cost.flops / 1e9, 2),
+            "gmacs": round(cost.macs / 1e9, 2),
+            "input_shape": list(cost.input_shape),
+            "version": spec.version,
+            "aliases": list(spec.aliases),
+        })
+    _emit(fmt, records, "vcompile zoo (params at 400 classes; compute per clip)", {
+        "name": "model", "paper_name": "paper name", "category": "category", "params_m": "Params (M)",
+        "paper_params_m": "Paper (M)", "gmacs": "GMACs", "gflops": "GFLOPs", "input_shape": "input",
+    })
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--weights", type=str, default=None, help="Local .safetensors or torch state-dict file to check.")
+@click.option("--tiny", is_flag=True, help="The family's tiny test variant (4 frames, 64 px, 10 classes).")
+@click.option("--num-classes", type=int, default=None, help="Classifier width [default: 400, tiny 10].")
+@click.option("--frames", type=int, default=None, help="Clip length [default: 16, tiny 4].")
+@click.option("--size", type=int, default=None, help="Frame size [default: 224, tiny 64].")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def show(model: str, weights: str | None, tiny: bool, num_classes: int | None, frames: int | None,
+         size: int | None, fmt: str) -> None:
+    """Describe one model: its paper facts, input contract, parameters and compute.
+
+    With --weights, also check that the file loads into the model (every key present, every shape right).
+    """
+    from dataclasses import asdict
+
+    from vcompile.zoo import build_model, get_spec, load_weights
+    from vcompile.zoo.flops import model_cost
+
+    spec = get_spec(model)
+    cost = model_cost(spec.name, tiny=tiny, frames=frames, size=size, num_classes=num_classes)
+    info = {**asdict(spec), "tiny": tiny, "params": cost.params, "gflops": round(cost.flops / 1e9, 3),
+            "gmacs": round(cost.macs / 1e9, 3), "input_shape": list(cost.input_shape)}
+    if weights:
+        net = build_model(spec.name, tiny=tiny, frames=frames, size=size, num_classes=num_classes)
+        load_weights(net, weights)
+        info["weights"] = f"{weights}: loads ({len(net.state_dict())} tensors)"
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2))
+        return
+    console = _console()
+    for key, value in info.items():
+        console.print(f"[bold]{key:>15}[/bold]  {value}")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def doctor(fmt: str) -> None:
+    """Report this machine: Python and package versions, CPU and GPU, and which runtimes can build and run here."""
+    from vcompile.bench.environment import environment
+    from vcompile.runtimes import RUNTIMES, probe_all
+
+    env = environment()
+    runtimes = probe_all()
+    if fmt == "json":
+        env["runtimes"] = {name: vars(a) for name, a in runtimes.items()}
+        click.echo(json.dumps(env, indent=2))
+        return
+    console = _console()
+    cpu = env["cpu"]
+    console.print(f"[bold]vcompile[/bold] {env['vcompile']} (commit {env['git_commit'] or 'unknown'})")
+    console.print(f"[bold]python[/bold]   {env['python']} on {env['os']}, host {env['host']}")
+    console.print(f"[bold]cpu[/bold]      {cpu['model']} ({cpu['arch']}), {cpu['usable_cores']} usable of "
+                  f"{cpu['logical_cores']} logical cores; torch uses {env['torch_threads']} threads")
+    gpus = env["gpus"]
+    gpu_text = "; ".join(f"{g['name']} (sm {g['capability']}, {g['memory_mb']} MB, driver {g['driver']}, "
+                         f"CUDA {g['cuda']})" for g in gpus) or "none visible to torch (CUDA not available)"
+    console.print(f"[bold]gpu[/bold]      {gpu_text}")
+    versions = [[name, version or "not installed"] for name, version in env["packages"].items()]
+    console.print(_table("packages", ["package", "version"], versions))
+    rows = [[name, RUNTIMES[name].description, a.version, "yes" if a.can_build else "no",
+             "yes" if a.can_run else "no", a.detail] for name, a in runtimes.items()]
+    console.print(_table("runtimes", ["runtime", "what", "version", "build", "run", "detail"], rows))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn every error into one line and an exit status."""
+    try:
+        status = cli.main(args=argv, prog_name="vcompile", standalone_mode=False)
+    except click.UsageError as err:
+        where = f"; see `{err.ctx.command_path} --help`" if err.ctx else ""
+        click.echo(f"error: {err.format_message().rstrip('.')}{where}", err=True)
+        sys.exit(2)
+    except click.ClickException as err:
+        click.echo(f"error: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+    except VcompileError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - last line of defence: a bug, reported in one line
+        if os.environ.get("VCOMPILE_DEBUG"):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        click.echo(f"internal error: {type(err).__name__}: {first} (a bug in vcompile; rerun with "
+                   "VCOMPILE_DEBUG=1 for the traceback and report it)", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Runtimes: what can run vcompile's models on this machine, and why not when it cannot.
+
+Each runtime is registered by name with a probe that imports its package only when asked and says whether it
+can build and run here. A broken install stays visible: the probe reports the original import error rather than
+pretending the package is absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import platform
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["RuntimeInfo", "Availability", "RUNTIMES", "resolve_runtime", "probe_all"]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a runtime can build artifacts and run them here; ``detail`` says why not, or what it found."""
+
+    can_build: bool
+    can_run: bool
+    version: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    name: str
+    target: str | None  # the compile target whose artifacts it runs; None for the PyTorch module itself
+    package: str | None  # import name of the package it needs beyond the core
+    extra: str | None  # the pip extra that installs it
+    description: str
+    probe: Callable[[], Availability]
+    aliases: tuple[str, ...] = ()
+
+
+def _import(module: str):
+    """Import an optional module: (module, None) if it works, (None, reason) if not."""
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        return None, "not installed"
+    try:
+        return importlib.import_module(module), None
+    except Exception as err:  # noqa: BLE001 - a broken install must be reported, whatever it raises
+        return None, f"installed but failed to import ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+
+
+def _cuda_devices() -> list[str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def _probe_torch() -> Availability:
+    import torch
+
+    gpus = _cuda_devices()
+    where = "CPU" + (f" and CUDA ({', '.join(gpus)})" if gpus else "; CUDA not available")
+    return Availability(True, True, torch.__version__, f"eager on {where}")
+
+
+def _probe_inductor() -> Availability:
+    import torch
+
+    compiler = next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
+    if compiler is None and not _cuda_devices():
+        return Availability(False, False, torch.__version__, "torch.compile on the CPU needs a C++ compiler (g++)")
+    return Availability(True, True, torch.__version__, f"torch.compile with C++ compiler {compiler}")
+
+
+def _probe_onnxruntime() -> Availability:
+    ort, why = _import("onnxruntime")
+    if ort is None:
+        return Availability(False, False, None, f"onnxruntime {why}")
+    return Availability(True, True, ort.__version__, "providers: " + ", ".join(ort.get_available_providers()))
+
+
+def _probe_tensorrt() -> Availability:
+    trt, why = _import("tensorrt")
+    if trt is None:
+        return Availability(False, False, None, f'tensorrt {why}; pip install "vcompile[trt]" on a machine '
+                                                "with an NVIDIA GPU and access to NVIDIA's package index")
+    if not _cuda_devices():
+        return Availability(False, False, trt.__version__, "TensorRT needs an NVIDIA GPU; none is visible")
+    return Availability(True, True, trt.__version__, f"GPU: {', '.join(_cuda_devices())}")
+
+
+def _probe_coreml() -> Availability:
+    ct, why = _import("coremltools")
+    if ct is None:
+        return Availability(False, False, None, f'coremltools {why}; pip install "vcompile[coreml]"')
+    if platform.system() != "Darwin":
+        return Availability(True, False, ct.__version__, "converts here; Core ML prediction runs only on macOS")
+    return Availability(True, True, ct.__version__, "converts and predicts (macOS)")
+
+
+def _probe_executorch() -> Availability:
+    runtime, why = _import("executorch.runtime")
+    if runtime is None:
+        return Availability(False, False, None, f'executorch {why}; pip install "vcompile[mobile]"')
+    from importlib.metadata import version
+
+    return Availability(True, True, version("executorch"), "XNNPACK lowering; runs .pte on this CPU")
+
+
+def _probe_ptl() -> Availability:
+    import torch
+
+    mobile, why = _import("torch.jit.mobile")
+    if mobile is None or not hasattr(mobile, "_load_for_lite_interpreter"):
+        return Availability(False, False, torch.__version__, f"this torch build has no lite interpreter ({why})")
+    return Availability(True, True, torch.__version__, "TorchScript lite interpreter (.ptl) on this CPU")
+
+
+RUNTIMES: dict[str, RuntimeInfo] = {r.name: r for r in (
+    RuntimeInfo("torch", None, None, None, "PyTorch eager, fp32 or AMP, CPU or CUDA", _probe_torch, ("eager",)),
+    RuntimeInfo("inductor", None, None, None, "torch.compile (Inductor)", _probe_inductor, ("compile",)),
+    RuntimeInfo("onnxruntime", "onnx", "onnxruntime", None, "ONNX Runtime (CPU, CUDA, TensorRT EPs)",
+                _probe_onnxruntime, ("ort", "onnx")),
+    RuntimeInfo("tensorrt", "tensorrt", "tensorrt", "trt", "TensorRT engines (.plan)", _probe_tensorrt, ("trt",)),
+    RuntimeInfo("coreml", "coreml", "coremltools", "coreml", "Core ML ML Program (.mlpackage)", _probe_coreml),
+    RuntimeInfo("executorch", "executorch", "executorch", "mobile", "ExecuTorch with XNNPACK (.pte)",
+                _probe_executorch, ("et",)),
+    RuntimeInfo("ptl", "ptl", None, None, "PyTorch Lite interpreter (.ptl)", _probe_ptl, ("pytorch-lite", "lite")),
+)}
+
+
+def resolve_runtime(name: str) -> RuntimeInfo:
+    """A runtime by name or alias (``ort``, ``trt``, ``et``)."""
+    from vcompile.errors import VcompileError
+
+    key = name.strip().lower()
+    for info in RUNTIMES.values():
+        if key == info.name or key in info.aliases:
+            return info
+    raise VcompileError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
+
+
+def probe_all() -> dict[str, Availability]:
+    """Probe every runtime (imports the optional packages that are installed)."""
+    return {name: info.probe() for name, info in RUNTIMES.items()}

@@ -26,6 +26,7 @@ __all__ = [
     "Mlp",
     "TransformerEncoderLayer",
     "TokenClassifier",
+    "SqueezeExcite3d",
 ]
 
 
@@ -141,3 +142,18 @@ class TokenClassifier(nn.Module):
         x = torch.cat((cls, tokens), dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
         return self.head(self.head_drop(x[:, 0]))
+
+
+class SqueezeExcite3d(nn.Module):
+    """Squeeze-and-excitation over (B, C, T, H, W): global mean -> 1x1x1 conv -> act -> 1x1x1 conv -> sigmoid gate."""
+
+    def __init__(self, channels: int, reduced: int, act_layer: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        self.fc1 = nn.Conv3d(channels, reduced, 1)
+        self.act = act_layer()
+        self.fc2 = nn.Conv3d(reduced, channels, 1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean((2, 3, 4), keepdim=True)
+        return x * self.gate(self.fc2(self.act(self.fc1(scale))))

@@ -1,0 +1,121 @@
+"""The command line, end to end in a subprocess: real output on good input, one clear line on bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from vcompile.zoo import get_spec, list_models
+
+
+def _assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_models_json_lists_every_model_with_paper_params(cli):
+    result = cli("models", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == set(list_models())
+    for name, row in rows.items():
+        spec = get_spec(name)
+        assert row["paper_name"] == spec.paper_name and row["category"] == spec.category
+        assert isinstance(row["params"], int)
+        assert abs(row["params"] / 1e6 - row["paper_params_m"]) / row["paper_params_m"] < 0.01
+        assert row["input_shape"] == [1, 3, 16, 224, 224]
+        assert row["gflops"] == pytest.approx(2 * row["gmacs"], rel=1e-3)
+    # Reference compute at 16x224x224 (zoo-configs.md): ResNet-50 per frame is 65.4 GMACs.
+    assert rows["tsm-r50"]["gmacs"] == pytest.approx(65.4, rel=0.01)
+
+
+def test_models_csv_and_table(cli):
+    result = cli("models", "vtn*", "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["name"] for r in rows] == ["vtn-eff", "vtn-r50"]
+    assert int(rows[1]["params"]) == 26_509_776
+    table = cli("models", "tsm*")
+    assert table.returncode == 0 and "TSM-R50" in table.stdout and "24.33" in table.stdout
+
+
+def test_models_bad_format(cli):
+    _assert_one_line_error(cli("models", "--format", "xml"), "'xml' is not one of", "--help")
+
+
+def test_models_pattern_matching_nothing(cli):
+    _assert_one_line_error(cli("models", "nothing-like-this*"), "no model matches")
+
+
+def test_show_model_and_alias(cli):
+    result = cli("show", "TSM_R50", "--tiny", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["name"] == "tsm-r50" and info["input_shape"] == [1, 3, 4, 64, 64]
+
+
+def test_unknown_model_suggests_close_names(cli):
+    _assert_one_line_error(cli("show", "tsm-r5"), "unknown model 'tsm-r5'", "did you mean tsm-r50")
+
+
+def test_missing_weights_file(cli, tmp_path):
+    _assert_one_line_error(cli("show", "tsm-r50", "--weights", str(tmp_path / "none.safetensors")),
+                           "weights file not found")
+
+
+def test_weights_that_do_not_fit(cli, tmp_path):
+    import torch
+
+    from vcompile.zoo import create_model
+
+    path = tmp_path / "vtn.pt"
+    torch.save(create_model("vtn-r50", tiny=True).state_dict(), path)
+    _assert_one_line_error(cli("show", "tsm-r50", "--tiny", "--weights", str(path)), "does not fit tsm-r50",
+                           "missing: fc.weight")
+    ok = cli("show", "vtn-r50", "--tiny", "--weights", str(path))
+    assert ok.returncode == 0 and "loads" in ok.stdout
+
+
+def test_impossible_shape(cli):
+    _assert_one_line_error(cli("show", "tsm-r50", "--size", "100"), "multiples of 32; got 100")
+
+
+def test_doctor_reports_this_machine(cli):
+    import platform
+
+    import onnxruntime
+    import torch
+
+    result = cli("doctor", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    env = json.loads(result.stdout)
+    assert env["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert env["python"] == platform.python_version()
+    assert env["cpu"]["usable_cores"] >= 1
+    assert bool(env["gpus"]) == torch.cuda.is_available()
+    runtimes = env["runtimes"]
+    assert runtimes["onnxruntime"]["can_run"] and runtimes["onnxruntime"]["version"] == onnxruntime.__version__
+    assert runtimes["torch"]["can_run"]
+    assert runtimes["coreml"]["can_run"] == (platform.system() == "Darwin")
+    if not torch.cuda.is_available():
+        assert not runtimes["tensorrt"]["can_run"] and runtimes["tensorrt"]["detail"]
+    table = cli("doctor")
+    assert table.returncode == 0 and "onnxruntime" in table.stdout and "runtimes" in table.stdout
+
+
+def test_every_command_has_help(cli):
+    for command in ([], ["models"], ["show"], ["doctor"]):
+        result = cli(*command, "--help")
+        assert result.returncode == 0 and "Usage:" in result.stdout, command
+
+
+def test_python_dash_m_and_version(cli):
+    result = cli("--version")
+    assert result.returncode == 0 and "vcompile" in result.stdout

@@ -142,6 +142,116 @@ def show(model: str, weights: str | None, tiny: bool, num_classes: int | None, f
         console.print(f"[bold]{key:>15}[/bold]  {value}")
 
 
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@cli.command()
+@click.option("--model", "-m", "models", required=True, metavar="NAME[,NAME...]|all", help="Zoo models to build.")
+@click.option("--target", "-t", "targets", required=True, metavar="TARGET[,...]|all",
+              help="onnx, tensorrt (trt), coreml, executorch (et), ptl; or all.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Artifact precision [default: fp16 for coreml, fp32 elsewhere].")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size built for.")
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="Clip length [default: 16, tiny 4].")
+@click.option("--size", type=click.IntRange(min=1), default=None, help="Frame size [default: 224, tiny 64].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and inputs.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file to build.")
+@click.option("--tiny", is_flag=True, help="Build the tiny test variants (4 frames, 64 px, 10 classes).")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
+              help="How the ONNX target captures the graph.")
+@click.option("--out", type=click.Path(file_okay=False), default="artifacts", show_default=True,
+              help="Output folder; artifacts go to OUT/builds/MODEL/TARGET/KEY/.")
+@click.option("--force", is_flag=True, help="Rebuild even when a valid cached artifact exists.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def build(models: str, targets: str, precision: str | None, batch: int, frames: int | None, size: int | None,
+          seed: int, weights: str | None, tiny: bool, exporter: str, out: str, force: bool, fmt: str) -> None:
+    """Compile models to deployable artifacts, through a content-addressed cache.
+
+    Prints one line per artifact: path, size, build time, and whether it came from the cache. A rebuild with the
+    same inputs is a cache hit; a corrupted or truncated artifact is found by its hash and rebuilt. With several
+    models or targets, failures are recorded and the rest still build; the model x target grid is printed at the
+    end and written to OUT/build-grid.json. Exit status is non-zero if any build failed.
+
+    \b
+    Examples:
+      vcompile build --model mvit-s --target coreml
+      vcompile build --model all --target onnx,executorch --tiny
+    """
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from vcompile.compile import BuildOptions
+    from vcompile.compile.grid import build_grid, expand_models, expand_targets, single_cell, write_grid
+
+    names, target_names = expand_models(models), expand_targets(targets)
+    options = BuildOptions(batch=batch, frames=frames, size=size, seed=seed, weights=weights, tiny=tiny,
+                           exporter=exporter)
+    console = _console() if fmt == "table" else None
+    single = len(names) == 1 and len(target_names) == 1
+    with _status(console, "building") as update:
+        if single:  # one build: its error is the command's error, in one line
+            cells = [single_cell(names[0], target_names[0], options, out=Path(out), force=force, precision=precision,
+                                 log=lambda stage: update(f"{names[0]} -> {target_names[0]}: {stage}"))]
+        else:
+            cells = []
+            for cell in build_grid(names, target_names, options, out=Path(out), force=force, precision=precision,
+                                   log=lambda m, t, stage: update(f"{m} -> {t}: {stage}")):
+                cells.append(cell)
+                if console:
+                    console.print(_cell_line(cell))
+            write_grid(cells, options, Path(out))
+    if console is None:
+        click.echo(json.dumps([asdict(c) for c in cells], indent=2))
+    elif single:
+        console.print(_cell_line(cells[0]))
+    else:
+        status = {(c.model, c.target): c.status if c.status != "failed" else f"failed: {_short(c.reason)}"
+                  for c in cells}
+        rows = [[m, *(status[m, t] for t in target_names)] for m in names]
+        console.print(_table("build grid", ["model", *target_names], rows))
+        console.print(f"grid written to {Path(out) / 'build-grid.json'}")
+    if any(c.status == "failed" for c in cells):
+        sys.exit(1)
+
+
+def _short(reason: str, limit: int = 60) -> str:
+    reason = reason.split(": ", 2)[-1] if reason.count(": ") >= 2 else reason
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+
+
+def _cell_line(cell) -> str:
+    from rich.markup import escape
+
+    if cell.status == "ok":
+        source = "cached" if cell.cached else "built"
+        return (f"[green]ok[/green]  {cell.model:<12} {cell.target:<11} {_human_bytes(cell.bytes):>9}  "
+                f"{cell.seconds:7.2f} s  {source:<6}  {escape(cell.path)}")
+    colour = "red" if cell.status == "failed" else "yellow"
+    return f"[{colour}]{cell.status}[/{colour}]  {cell.model:<12} {cell.target:<11} {escape(cell.reason)}"
+
+
+def _status(console, message: str):
+    """A spinner showing the current build stage; yields a function that updates its text."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def spinner():
+        if console is None or not console.is_terminal:
+            yield lambda text: None
+            return
+        with console.status(message) as status:
+            yield lambda text: status.update(f"{message}: {text}")
+
+    return spinner()
+
+
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def doctor(fmt: str) -> None:

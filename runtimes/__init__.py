@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RuntimeInfo", "Availability", "RUNTIMES", "resolve_runtime", "probe_all"]
+__all__ = ["RuntimeInfo", "Availability", "RUNTIMES", "resolve_runtime", "probe_all", "load"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class RuntimeInfo:
     extra: str | None  # the pip extra that installs it
     description: str
     probe: Callable[[], Availability]
+    runner: str  # "module:Class" of its Runner, imported only when used
     aliases: tuple[str, ...] = ()
 
 
@@ -118,15 +119,20 @@ def _probe_ptl() -> Availability:
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {r.name: r for r in (
-    RuntimeInfo("torch", None, None, None, "PyTorch eager, fp32 or AMP, CPU or CUDA", _probe_torch, ("eager",)),
-    RuntimeInfo("inductor", None, None, None, "torch.compile (Inductor)", _probe_inductor, ("compile",)),
+    RuntimeInfo("torch", None, None, None, "PyTorch eager, fp32 or AMP, CPU or CUDA", _probe_torch,
+                "pytorch:TorchRunner", ("eager",)),
+    RuntimeInfo("inductor", None, None, None, "torch.compile (Inductor)", _probe_inductor,
+                "pytorch:InductorRunner", ("compile",)),
     RuntimeInfo("onnxruntime", "onnx", "onnxruntime", None, "ONNX Runtime (CPU, CUDA, TensorRT EPs)",
-                _probe_onnxruntime, ("ort", "onnx")),
-    RuntimeInfo("tensorrt", "tensorrt", "tensorrt", "trt", "TensorRT engines (.plan)", _probe_tensorrt, ("trt",)),
-    RuntimeInfo("coreml", "coreml", "coremltools", "coreml", "Core ML ML Program (.mlpackage)", _probe_coreml),
+                _probe_onnxruntime, "onnxruntime:OnnxRuntimeRunner", ("ort", "onnx")),
+    RuntimeInfo("tensorrt", "tensorrt", "tensorrt", "trt", "TensorRT engines (.plan)", _probe_tensorrt,
+                "tensorrt:TensorRTRunner", ("trt",)),
+    RuntimeInfo("coreml", "coreml", "coremltools", "coreml", "Core ML ML Program (.mlpackage)", _probe_coreml,
+                "coreml:CoreMLRunner"),
     RuntimeInfo("executorch", "executorch", "executorch", "mobile", "ExecuTorch with XNNPACK (.pte)",
-                _probe_executorch, ("et",)),
-    RuntimeInfo("ptl", "ptl", None, None, "PyTorch Lite interpreter (.ptl)", _probe_ptl, ("pytorch-lite", "lite")),
+                _probe_executorch, "executorch:ExecuTorchRunner", ("et",)),
+    RuntimeInfo("ptl", "ptl", None, None, "PyTorch Lite interpreter (.ptl)", _probe_ptl,
+                "ptl:LiteRunner", ("pytorch-lite", "lite")),
 )}
 
 
@@ -144,3 +150,22 @@ def resolve_runtime(name: str) -> RuntimeInfo:
 def probe_all() -> dict[str, Availability]:
     """Probe every runtime (imports the optional packages that are installed)."""
     return {name: info.probe() for name, info in RUNTIMES.items()}
+
+
+def load(source, runtime: str, device: str = "cpu", precision: str = "fp32", threads: int | None = None):
+    """A (not yet activated) `Runner` of ``runtime`` for ``source``: an `Artifact`, or a module for torch runtimes.
+
+    Raises a one-line `VcompileError` when the runtime cannot run here (package missing, no GPU, not macOS).
+    """
+    from vcompile.errors import VcompileError
+
+    info = resolve_runtime(runtime)
+    availability = info.probe()
+    if not availability.can_run:
+        raise VcompileError(f"the {info.name} runtime cannot run here: {availability.detail}")
+    target = getattr(source, "target", None)
+    if info.target is not None and target != info.target:
+        raise VcompileError(f"the {info.name} runtime runs {info.target} artifacts, not {target or 'a module'}")
+    module, cls = info.runner.split(":")
+    runner_cls = getattr(importlib.import_module(f"vcompile.runtimes.{module}"), cls)
+    return runner_cls(source, device=device, precision=precision, threads=threads)

@@ -1,0 +1,87 @@
+"""Agreement between a runtime's logits and the PyTorch fp32 reference, with classification-aware metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["Tolerance", "TOLERANCES", "Agreement", "compare_logits"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """When an artifact agrees with the reference: elementwise closeness (fp32 only) and cosine similarity."""
+
+    atol: float
+    rtol: float
+    min_cosine: float
+    elementwise: bool  # fp16/bf16 artifacts are judged by cosine and top-1, not by elementwise closeness
+
+
+TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999, elementwise=True),
+    "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.999, elementwise=False),
+    "bf16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, elementwise=False),
+}
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How well ``got`` matches ``ref`` over a batch of logits (rows are clips)."""
+
+    max_abs: float
+    max_rel: float
+    cosine: float  # the worst row's cosine similarity
+    top1: float  # fraction of clips whose top-1 class agrees
+    top5: float  # mean overlap of the top-5 sets, in [0, 1]
+    ties: int  # top-1 disagreements where the reference's top-2 margin is within tolerance
+    disagreements: int  # top-1 disagreements that are not ties
+    smallest_atol: float  # the smallest atol that would pass at the given rtol
+    passed: bool
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _top(x: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, x.shape[1])
+    return np.argsort(-x, axis=1, kind="stable")[:, :k]
+
+
+def compare_logits(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Agreement:
+    """Compare logits of shape (N, classes); non-finite outputs never pass."""
+    ref = np.asarray(ref, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    if ref.shape != got.shape:
+        return Agreement(np.inf, np.inf, -1.0, 0.0, 0.0, 0, ref.shape[0], np.inf, False,
+                         f"output shape {got.shape} differs from the reference's {ref.shape}")
+    if not np.isfinite(got).all():
+        return Agreement(np.inf, np.inf, -1.0, 0.0, 0.0, 0, ref.shape[0], np.inf, False, "non-finite outputs")
+    diff = np.abs(got - ref)
+    max_abs = float(diff.max(initial=0.0))
+    max_rel = float((diff / np.maximum(np.abs(ref), 1e-12)).max(initial=0.0))
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    cosines = np.where(norms > 0, (ref * got).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+    cosine = float(cosines.min(initial=1.0))
+    ref_top, got_top = _top(ref, 5), _top(got, 5)
+    agree = ref_top[:, 0] == got_top[:, 0]
+    rows = np.arange(ref.shape[0])
+    if ref.shape[1] > 1:
+        margin = ref[rows, ref_top[:, 0]] - ref[rows, ref_top[:, 1]]
+    else:
+        margin = np.full(ref.shape[0], np.inf)
+    tie = ~agree & (margin <= tol.atol + tol.rtol * np.abs(ref[rows, ref_top[:, 0]]))
+    top5 = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(ref_top, got_top)])) if len(rows) else 1.0
+    smallest_atol = float(np.max(diff - tol.rtol * np.abs(ref), initial=0.0).clip(min=0.0))
+    disagreements = int((~agree & ~tie).sum())
+    reasons = []
+    if tol.elementwise and smallest_atol > tol.atol:  # i.e. not allclose(got, ref, atol, rtol)
+        reasons.append(f"max abs error {max_abs:.2e} exceeds atol {tol.atol:g} + rtol {tol.rtol:g} x |ref|")
+    if cosine < tol.min_cosine:
+        reasons.append(f"cosine {cosine:.6f} below {tol.min_cosine}")
+    if disagreements:
+        reasons.append(f"top-1 differs on {disagreements} of {len(rows)} clips")
+    return Agreement(max_abs, max_rel, cosine, float(agree.mean()) if len(rows) else 1.0, top5, int(tie.sum()),
+                     disagreements, smallest_atol, not reasons, "; ".join(reasons))

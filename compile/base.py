@@ -1,0 +1,152 @@
+"""What every compile target shares: build options, the target description, the build context and the artifact."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["PRECISIONS", "BuildOptions", "Target", "BuildContext", "TargetResult", "Artifact"]
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything about a build besides the model name and the target; all of it enters the cache key.
+
+    Args:
+        precision: numeric precision of the artifact (what each target supports is in `Target.precisions`).
+        batch: batch size of the example input; targets with static shapes are built for exactly this batch,
+            targets with dynamic batch (onnx, tensorrt profiles) take it as the optimum.
+        frames, size, num_classes, tiny: passed to `vcompile.zoo.create_model` (None: the model's defaults).
+        seed: seed of the random weights and of the example input.
+        weights: a local weights file replacing the random weights.
+        exporter: how the PyTorch graph is captured where a target has a choice (onnx: ``dynamo``,
+            ``torchscript`` or ``auto``).
+    """
+
+    precision: str = "fp32"
+    batch: int = 1
+    frames: int | None = None
+    size: int | None = None
+    num_classes: int | None = None
+    seed: int = 0
+    weights: str | None = None
+    tiny: bool = False
+    exporter: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """What a target's build function returns: its files by role, and target-specific manifest entries."""
+
+    files: dict[str, str]  # role -> file name inside the artifact folder; role "model" is the one a runtime loads
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuildContext:
+    """What a target's build function receives. Files go into ``out_dir``; time stages with ``stage``."""
+
+    model: nn.Module  # eval mode, fp32, on the CPU, seeded or loaded weights
+    example: torch.Tensor  # (batch, 3, T, H, W), seeded
+    options: BuildOptions
+    out_dir: Path
+    stages: dict[str, float] = field(default_factory=dict)
+    dependency: Artifact | None = None  # the artifact this target builds from (tensorrt: the onnx artifact)
+    log: Callable[[str], None] = lambda message: None
+
+    def stage(self, name: str):
+        """Context manager that records how long a build stage took (``with ctx.stage("export"): ...``)."""
+        import time
+        from contextlib import contextmanager
+
+        @contextmanager
+        def timer():
+            self.log(name)
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.stages[name] = round(time.perf_counter() - start, 3)
+
+        return timer()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A compile target: how to build an artifact from a PyTorch model, and what that needs.
+
+    Args:
+        name: canonical name (``onnx``, ``tensorrt``, ``coreml``, ``executorch``, ``ptl``).
+        build: the function that writes the artifact's files.
+        versions: the versions of the compilers it uses; they enter the cache key.
+        requires: import names of the packages it needs beyond vcompile's core.
+        extra: the pip extra that installs them.
+        precisions: the precisions it can build.
+        default_precision: the precision built when none is asked for (coreml: fp16).
+        runtime: the runtime that runs its artifacts.
+        depends_on: a target whose artifact it is built from.
+        aliases: other names accepted on the command line.
+    """
+
+    name: str
+    build: Callable[[BuildContext], TargetResult]
+    versions: Callable[[], dict[str, str]]
+    runtime: str
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    precisions: tuple[str, ...] = ("fp32",)
+    default_precision: str = "fp32"
+    depends_on: str | None = None
+    aliases: tuple[str, ...] = ()
+    needs: Callable[[], str | None] = lambda: None  # why it cannot build here beyond packages (e.g. no GPU)
+
+    def unavailable_reason(self) -> str | None:
+        """Why this target cannot build on this machine, with the fix; None if it can."""
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                fix = f'pip install "vcompile[{self.extra}]"' if self.extra else f"pip install {module}"
+                return f"the {self.name} target needs the '{module}' package, which is not installed; {fix}"
+        return self.needs()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A built artifact: a folder of files plus its manifest (see `vcompile.compile.cache`)."""
+
+    model: str
+    target: str
+    key: str
+    path: Path
+    manifest: dict[str, Any]
+    cached: bool = False
+
+    def file(self, role: str = "model") -> Path:
+        """Path of one of the artifact's files, by role."""
+        return self.path / self.manifest["files"][role]["name"]
+
+    @property
+    def options(self) -> BuildOptions:
+        return BuildOptions(**self.manifest["options"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["input_shape"])
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f["bytes"] for f in self.manifest["files"].values())
+
+    def __str__(self) -> str:
+        return json.dumps({"model": self.model, "target": self.target, "path": str(self.path)})

@@ -1,0 +1,121 @@
+"""The content-addressed artifact cache: keys, manifests and integrity checks.
+
+``<out>/builds/<model>/<target>/<key>/`` holds an artifact's files and ``manifest.json``. The key hashes
+everything that changes the result: the model's name and build arguments, its weights (file hash) or seed, the
+input shape and batch, the precision, the target and its compiler versions, the versions of torch, onnx and
+onnxsim, and the source code of the zoo and of the target's module. A manifest records those inputs, each
+file's SHA-256 and size, the time of each build stage and the target's own facts.
+
+Integrity: a cache hit compares each file's size and modification time with the manifest and re-hashes any
+file whose size or time changed (so a truncated or rewritten artifact is found by its hash and rebuilt);
+``verify_artifact(..., full=True)`` re-hashes everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MANIFEST", "SCHEMA", "file_sha256", "source_hash", "cache_key", "read_manifest", "write_manifest",
+           "verify_artifact", "describe_files"]
+
+MANIFEST = "manifest.json"
+SCHEMA = 1
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@cache
+def source_hash(*relative_dirs_or_files: str) -> str:
+    """Hash of vcompile's own source files (zoo code, a target's module): a code change is a new key."""
+    digest = hashlib.sha256()
+    for rel in relative_dirs_or_files:
+        path = _PACKAGE_ROOT / rel
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(_PACKAGE_ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cache_key(inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A short hex key of ``inputs`` plus vcompile's and the common toolchain's versions, and those full inputs."""
+    from vcompile import __version__
+
+    full = {**inputs, "vcompile": __version__,
+            "toolchain": {d: _version(d) for d in ("torch", "torchvision", "timm", "onnx", "onnxsim")}}
+    blob = json.dumps(full, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20], full
+
+
+def describe_files(folder: Path, files: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Manifest entries for an artifact's files (directories such as .mlpackage are hashed file by file)."""
+    described = {}
+    for role, name in files.items():
+        path = folder / name
+        if path.is_dir():
+            parts = sorted(p for p in path.rglob("*") if p.is_file())
+            digest = hashlib.sha256()
+            for part in parts:
+                digest.update(str(part.relative_to(path)).encode())
+                digest.update(file_sha256(part).encode())
+            described[role] = {"name": name, "sha256": digest.hexdigest(), "dir": True,
+                               "bytes": sum(p.stat().st_size for p in parts),
+                               "mtime_ns": max((p.stat().st_mtime_ns for p in parts), default=0)}
+        else:
+            stat = path.stat()
+            described[role] = {"name": name, "sha256": file_sha256(path), "bytes": stat.st_size,
+                               "mtime_ns": stat.st_mtime_ns}
+    return described
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("schema") == SCHEMA else None
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def verify_artifact(folder: Path, manifest: dict[str, Any], full: bool = False) -> str | None:
+    """Why the files in ``folder`` no longer match ``manifest``, or None if they do."""
+    for role, entry in manifest.get("files", {}).items():
+        path = folder / entry["name"]
+        if not path.exists():
+            return f"{entry['name']} is missing"
+        current = describe_files(folder, {role: entry["name"]})[role] if (full or entry.get("dir")) else None
+        if current is None:
+            stat = path.stat()
+            if stat.st_size == entry["bytes"] and stat.st_mtime_ns == entry["mtime_ns"]:
+                continue
+            current = {"sha256": file_sha256(path), "bytes": stat.st_size}
+        if current["bytes"] != entry["bytes"]:
+            return f"{entry['name']} has {current['bytes']} bytes, the manifest says {entry['bytes']}"
+        if current["sha256"] != entry["sha256"]:
+            return f"{entry['name']} does not match its SHA-256 in the manifest"
+    return None

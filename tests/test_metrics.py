@@ -1,0 +1,55 @@
+"""Parity metrics on hand-made logits: each criterion can fail, ties are not failures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vcompile.bench.metrics import TOLERANCES, Tolerance, compare_logits
+
+FP32 = TOLERANCES["fp32"]
+
+
+def test_identical_logits_pass():
+    ref = np.random.default_rng(0).normal(size=(4, 10))
+    a = compare_logits(ref, ref.copy(), FP32)
+    assert a.passed and a.max_abs == 0 and np.isclose(a.cosine, 1.0) and a.top1 == 1.0 and a.top5 == 1.0
+
+
+def test_small_error_passes_and_reports_the_smallest_atol():
+    ref = np.random.default_rng(1).normal(size=(3, 10))
+    got = ref + 5e-5
+    a = compare_logits(ref, got, FP32)
+    assert a.passed and np.isclose(a.max_abs, 5e-5)
+    assert a.smallest_atol <= 5e-5
+    strict = compare_logits(ref, got, Tolerance(1e-12, 1e-12, 0.9999, True))
+    assert not strict.passed and "exceeds atol" in strict.reason
+
+
+def test_elementwise_failure_and_cosine_failure():
+    ref = np.random.default_rng(2).normal(size=(2, 10))
+    got = ref.copy()
+    got[0, 3] += 0.5
+    a = compare_logits(ref, got, FP32)
+    assert not a.passed and "max abs error 5.00e-01" in a.reason
+    fp16 = compare_logits(ref, -ref, TOLERANCES["fp16"])
+    assert not fp16.passed and "cosine" in fp16.reason and fp16.top1 == 0.0
+
+
+def test_top1_tie_is_not_a_failure():
+    ref = np.array([[1.0, 1.00001, 0.0, -1.0, -2.0, -3.0]])
+    got = np.array([[1.00001, 1.0, 0.0, -1.0, -2.0, -3.0]])
+    a = compare_logits(ref, got, FP32)
+    assert a.top1 == 0.0 and a.ties == 1 and a.disagreements == 0 and a.passed
+
+
+def test_real_top1_disagreement_fails_under_fp16():
+    ref = np.array([[3.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
+    got = np.array([[1.0, 3.0, 0.0, 0.0, 0.0, 0.0]])
+    a = compare_logits(ref, got, TOLERANCES["fp16"])
+    assert not a.passed and a.disagreements == 1 and "top-1 differs" in a.reason and a.top5 == 1.0
+
+
+def test_non_finite_and_shape_mismatch_fail():
+    ref = np.zeros((1, 5))
+    assert "non-finite" in compare_logits(ref, np.full((1, 5), np.nan), FP32).reason
+    assert "shape" in compare_logits(ref, np.zeros((1, 4)), FP32).reason

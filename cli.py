@@ -30,12 +30,13 @@ def _console():
 def _table(title: str, columns: list[str], rows: list[list[object]]):
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, title_justify="left")
     for col in columns:
         table.add_column(col, justify="right" if col[:1].isupper() and col.endswith(")") else "left")
     for row in rows:
-        table.add_row(*("-" if v is None else escape(str(v)) for v in row))
+        table.add_row(*("-" if v is None else v if isinstance(v, Text) else escape(str(v)) for v in row))
     return table
 
 
@@ -250,6 +251,98 @@ def _status(console, message: str):
             yield lambda text: status.update(f"{message}: {text}")
 
     return spinner()
+
+
+@cli.command()
+@click.option("--model", "-m", "models", required=True, metavar="NAME[,NAME...]|all", help="Zoo models to check.")
+@click.option("--runtimes", "-r", default="all", show_default=True, metavar="LIST|all",
+              help="Runtimes compared with PyTorch eager fp32: onnxruntime, executorch, ptl, coreml, tensorrt, "
+                   "torch (AMP when --precision is fp16/bf16).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--samples", type=click.IntRange(min=0), default=2, show_default=True, help="Seeded random clips.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and the clips.")
+@click.option("--video", "videos", multiple=True, type=click.Path(dir_okay=False),
+              help="A video file to decode as one more input (16 evenly spaced frames); repeatable.")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance [default by precision: fp32 1e-4].")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance [default by precision: fp32 1e-3].")
+@click.option("--tiny", is_flag=True, help="Check the tiny test variants (4 frames, 64 px, 10 classes).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file.")
+@click.option("--out", type=click.Path(file_okay=False), default="artifacts", show_default=True,
+              help="Artifact cache folder.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write rows as JSON.")
+def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, videos: tuple[str, ...],
+           atol: float | None, rtol: float | None, tiny: bool, weights: str | None, out: str,
+           json_path: str | None) -> None:
+    """Prove that every artifact computes what the PyTorch model computes.
+
+    Builds what it needs through the cache, feeds identical clips to every runtime and to PyTorch eager fp32, and
+    prints per model: max abs and rel error, worst cosine similarity, top-1 agreement, top-5 overlap and pass or
+    fail. fp32 passes at atol 1e-4 / rtol 1e-3 with cosine >= 0.9999; fp16 and bf16 at cosine >= 0.999 with top-1
+    agreement. A top-1 disagreement where the reference's top-2 margin is within tolerance is a tie, not a
+    failure. Exit status is 0 only if every row passes.
+    """
+    from dataclasses import replace
+    from pathlib import Path
+
+    from rich.markup import escape
+    from rich.text import Text
+
+    from vcompile.bench.metrics import TOLERANCES
+    from vcompile.bench.parity import PARITY_RUNTIMES, run_parity
+    from vcompile.bench.video import load_clip
+    from vcompile.compile import BuildOptions
+    from vcompile.compile.grid import expand_models
+    from vcompile.runtimes import RUNTIMES, resolve_runtime
+    from vcompile.zoo import get_spec
+
+    names = expand_models(models)
+    console = _console()
+    if runtimes.strip().lower() == "all":  # every runtime that can run here; say which cannot
+        chosen = []
+        for runtime in PARITY_RUNTIMES:
+            availability = RUNTIMES[runtime].probe()
+            if availability.can_run:
+                chosen.append(runtime)
+            else:
+                console.print(f"[yellow]skipped[/yellow] {runtime}: {escape(availability.detail)}")
+    else:
+        chosen = [resolve_runtime(r).name for r in runtimes.split(",") if r.strip()]
+    tol = TOLERANCES[precision]
+    tol = replace(tol, atol=tol.atol if atol is None else atol, rtol=tol.rtol if rtol is None else rtol)
+    if atol is not None or rtol is not None:
+        tol = replace(tol, elementwise=True)
+    options = BuildOptions(seed=seed, weights=weights, tiny=tiny)
+    all_rows = []
+    for name in names:
+        spec = get_spec(name)
+        frames, size = (4, 64) if tiny else (spec.frames, spec.size)
+        clips = [load_clip(v, frames, size, spec.mean, spec.std) for v in videos]
+        for clip in clips:
+            for note in clip.notes:
+                console.print(f"[yellow]note[/yellow]: {note}")
+        with _status(console, f"parity {name}") as update:
+            rows = run_parity(name, chosen, precision=precision, samples=samples, seed=seed,
+                              videos=[c.tensor for c in clips], tol=tol, options=options, out=Path(out), log=update)
+        all_rows.extend(rows)
+        table_rows = []
+        for row in rows:
+            a = row.agreement
+            verdict = Text.from_markup({"pass": "[green]pass[/green]", "fail": "[red]FAIL[/red]",
+                                        "error": "[red]error[/red]",
+                                        "unavailable": "[yellow]unavailable[/yellow]"}[row.status])
+            metrics = ([f"{a.max_abs:.2e}", f"{a.max_rel:.2e}", f"{a.cosine:.6f}", f"{a.top1:.2f}"
+                        + (f" ({a.ties} ties)" if a.ties else ""), f"{a.top5:.2f}"] if a else ["-"] * 5)
+            table_rows.append([row.runtime, *metrics, verdict, row.message])
+        n_inputs = samples + len(clips)
+        table = _table(f"{name} ({precision}, {n_inputs} clips, atol {tol.atol:g}, rtol {tol.rtol:g}, "
+                       f"cosine >= {tol.min_cosine})",
+                       ["runtime", "max abs", "max rel", "cosine", "top-1", "top-5", "result", "detail"], table_rows)
+        console.print(table)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps([r.to_dict() for r in all_rows], indent=2))
+    if not all_rows or any(r.status != "pass" for r in all_rows):
+        sys.exit(1)
 
 
 @cli.command()

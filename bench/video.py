@@ -1,0 +1,88 @@
+"""Real video as model input: decode with PyAV, sample frames as the paper does, resize and normalise.
+
+The paper evaluates on 16 evenly spaced frames, single crop, resized to 224 x 224 (`uniform`), and trains on
+TSN-style sparse segment sampling: one random frame from each of T equal segments (`segments`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vcompile.errors import MissingDependencyError, VcompileError
+
+__all__ = ["VideoError", "Clip", "sample_indices", "load_clip"]
+
+
+class VideoError(VcompileError):
+    """A file that is missing, is not a video, or cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A model-ready clip (1, 3, T, S, S), normalised, and how it was made."""
+
+    tensor: torch.Tensor
+    source: str
+    total_frames: int
+    indices: tuple[int, ...]
+    notes: tuple[str, ...] = ()
+
+
+def sample_indices(total: int, frames: int, sampling: str = "uniform", seed: int = 0) -> list[int]:
+    """Frame indices to take from a video of ``total`` frames.
+
+    ``uniform``: ``frames`` evenly spaced frames, centred in equal segments (evaluation). ``segments``: one
+    random frame from each of ``frames`` equal segments (TSN training sampling), seeded. A video shorter than
+    the clip repeats frames.
+    """
+    if total < 1:
+        raise VideoError("the video has no frames")
+    if sampling == "uniform":
+        return [min(total - 1, int((i + 0.5) * total / frames)) for i in range(frames)]
+    if sampling == "segments":
+        rng = np.random.default_rng(seed)
+        edges = np.linspace(0, total, frames + 1)
+        return [min(total - 1, int(rng.uniform(edges[i], max(edges[i + 1], edges[i] + 1)))) for i in range(frames)]
+    raise VcompileError(f"unknown frame sampling {sampling!r}; choose uniform or segments")
+
+
+def _decode(path: Path) -> list[np.ndarray]:
+    try:
+        import av
+    except ImportError:
+        raise MissingDependencyError("av", "video", "decoding video files") from None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path} has no video stream")
+            return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    except VideoError:
+        raise
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
+        raise VideoError(f"cannot decode {path} as video ({type(err).__name__}: {err}); "
+                         "give a video file that ffmpeg can read (mp4, webm, avi, ...)") from None
+
+
+def load_clip(path: str | Path, frames: int, size: int, mean: tuple[float, ...], std: tuple[float, ...],
+              sampling: str = "uniform", seed: int = 0) -> Clip:
+    """Decode ``path`` and return a normalised (1, 3, frames, size, size) float32 clip."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"video file not found: {path}")
+    decoded = _decode(path)
+    if not decoded:
+        raise VideoError(f"{path} decoded to no frames; the file is empty or damaged")
+    indices = sample_indices(len(decoded), frames, sampling, seed)
+    notes = []
+    if len(decoded) < frames:
+        notes.append(f"{path.name} has {len(decoded)} frames, fewer than the clip's {frames}: frames repeat")
+    video = torch.from_numpy(np.stack([decoded[i] for i in indices])).permute(0, 3, 1, 2).float() / 255.0
+    video = F.interpolate(video, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    video = (video - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return Clip(video.permute(1, 0, 2, 3).unsqueeze(0).contiguous(), str(path), len(decoded), tuple(indices),
+                tuple(notes))

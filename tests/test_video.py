@@ -1,0 +1,58 @@
+"""Decoding real video with PyAV: the tests write their own small videos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vcompile.bench.video import VideoError, load_clip, sample_indices
+
+av = pytest.importorskip("av", reason='PyAV is needed to write and decode video: pip install "vcompile[video]"')
+
+
+def write_video(path, frames: int, height: int = 48, width: int = 64) -> None:
+    """A video whose frame i is a flat grey of level 10 * i, so sampled frames can be recognised."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.full((height, width, 3), 10 * i, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_uniform_sampling_is_the_papers_evenly_spaced_frames():
+    assert sample_indices(20, 4) == [2, 7, 12, 17]
+    assert sample_indices(3, 6) == [0, 0, 1, 1, 2, 2]
+    segments = sample_indices(20, 4, "segments", seed=1)
+    assert all(5 * i <= idx < 5 * (i + 1) for i, idx in enumerate(segments))
+    assert segments == sample_indices(20, 4, "segments", seed=1)
+
+
+def test_load_clip_samples_resizes_and_normalises(tmp_path):
+    path = tmp_path / "ramp.mp4"
+    write_video(path, frames=20)
+    clip = load_clip(path, frames=4, size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert clip.tensor.shape == (1, 3, 4, 32, 32) and clip.total_frames == 20
+    assert clip.indices == (2, 7, 12, 17) and not clip.notes
+    levels = (clip.tensor[0].mean(dim=(0, 2, 3)) * 0.25 + 0.5) * 255  # undo normalisation
+    np.testing.assert_allclose(levels.numpy(), [20, 70, 120, 170], atol=6)  # lossy codec
+
+
+def test_short_video_repeats_frames_and_says_so(tmp_path):
+    path = tmp_path / "short.mp4"
+    write_video(path, frames=3)
+    clip = load_clip(path, frames=8, size=16, mean=(0, 0, 0), std=(1, 1, 1))
+    assert clip.tensor.shape == (1, 3, 8, 16, 16)
+    assert "fewer than the clip's 8: frames repeat" in clip.notes[0]
+
+
+def test_not_a_video_and_missing_file(tmp_path):
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("this is not a video")
+    with pytest.raises(VideoError, match="cannot decode .*notes.mp4"):
+        load_clip(bogus, 4, 16, (0, 0, 0), (1, 1, 1))
+    with pytest.raises(VideoError, match="video file not found"):
+        load_clip(tmp_path / "missing.mp4", 4, 16, (0, 0, 0), (1, 1, 1))

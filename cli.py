@@ -346,6 +346,128 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
 
 
 @cli.command()
+@click.option("--model", "-m", "models", default="all", show_default=True, metavar="NAME[,NAME...]|all")
+@click.option("--runtime", "-r", "runtimes", default="all", show_default=True, metavar="LIST|all",
+              help="torch, inductor, onnxruntime (ort), tensorrt (trt), executorch (et), ptl, coreml; 'all' means "
+                   "every runtime that can run here.")
+@click.option("--mode", "modes", default="all", show_default=True, metavar="train,batch,single,mobile|all",
+              help="train: batch 8, AMP, full optimiser step; batch: 32, AMP; single: 1, AMP; mobile: 1, fp32 on the "
+                   "mobile runtimes (executorch, ptl here; coreml on macOS).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--precision", type=click.Choice(["amp", "fp32", "fp16", "bf16"]), default=None,
+              help="Override the mode's precision. AMP runs fp16 on CUDA and falls back to fp32 on a CPU; every "
+                   "record says which precision ran.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Override the mode's batch size.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
+@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs.")
+@click.option("--budget-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time budget per case for warm-up plus timing; fewer runs are timed when it runs out, and "
+                   "the record says so.")
+@click.option("--timeout-s", type=click.FloatRange(min=1), default=1800, show_default=True,
+              help="Kill a case (building included) after this long and record it as a timeout.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for every runtime [default: all usable cores].")
+@click.option("--tiny", is_flag=True, help="Benchmark the tiny test variants (for smoke tests).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--artifacts", type=click.Path(file_okay=False), default="artifacts", show_default=True,
+              help="Artifact cache folder.")
+@click.option("--out", type=click.Path(dir_okay=False), default="artifacts/results.jsonl", show_default=True,
+              help="Results file (JSON lines, appended).")
+@click.option("--resume", is_flag=True, help="Skip cases already in --out with the same settings.")
+def bench(models: str, runtimes: str, modes: str, device: str, precision: str | None, batch: int | None,
+          warmup: int, iters: int, budget_s: float | None, timeout_s: float, threads: int | None, tiny: bool,
+          seed: int, artifacts: str, out: str, resume: bool) -> None:
+    """Measure latency and peak memory with the paper's protocol.
+
+    Each case (model x runtime x mode) runs in its own process with a timeout, so a crash, a hang or an
+    out-of-memory is recorded (status crashed, timeout, oom) and the sweep goes on. Records are appended to
+    --out and flushed one by one; --resume skips what is already measured. Defaults follow the paper: 10 warm-up
+    and 100 timed runs, mean reported with the median beside it.
+
+    \b
+    Examples:
+      vcompile bench --model x3d-xs,movinet-a0 --mode single,mobile --iters 20
+      vcompile bench --device cuda --mode train,batch,single --out results-h100.jsonl --resume
+    """
+    import os
+    from pathlib import Path
+
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from vcompile.bench.case import MODES, CaseSpec
+    from vcompile.bench.sweep import plan_cases, run_sweep
+    from vcompile.compile.grid import expand_models
+    from vcompile.runtimes import RUNTIMES, resolve_runtime
+
+    console = _console()
+    names = expand_models(models)
+    mode_list = list(MODES) if modes.strip().lower() == "all" else [m.strip().lower() for m in modes.split(",")]
+    unknown = [m for m in mode_list if m not in MODES]
+    if unknown:
+        raise VcompileError(f"unknown mode {unknown[0]!r}; choose from {', '.join(MODES)} or all")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise VcompileError(f"unknown device {device!r}; use cpu or cuda[:N]")
+    if runtimes.strip().lower() == "all":
+        runtime_list = []
+        for name, info in RUNTIMES.items():
+            if name == "inductor":
+                continue  # minutes of compilation per model; ask for it by name
+            availability = info.probe()
+            if availability.can_run:
+                runtime_list.append(name)
+            elif any(name in MODES[m].runtimes for m in mode_list):
+                console.print(f"[yellow]skipped[/yellow] {name}: {escape(availability.detail)}")
+    else:
+        runtime_list = [resolve_runtime(r).name for r in runtimes.split(",") if r.strip()]
+    base = CaseSpec(model="", runtime="", mode="", device=device, precision=precision, batch=batch,
+                    threads=threads or len(os.sched_getaffinity(0)), warmup=warmup, iters=iters, budget_s=budget_s,
+                    seed=seed, tiny=tiny, out=artifacts)
+    cases = plan_cases(names, runtime_list, mode_list, base)
+    if not cases:
+        raise VcompileError(f"no case to run: none of the runtimes {', '.join(runtime_list) or '(none)'} applies to "
+                            f"the modes {', '.join(mode_list)}")
+    out_path = Path(out)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[phase]}"))
+    failures = 0
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
+        task = progress.add_task("bench", total=len(cases), phase="")
+
+        def on_start(index: int, case: CaseSpec) -> None:
+            progress.update(task, description=f"{case.model} {case.runtime} {case.mode}", phase="starting")
+
+        def on_phase(phase: str, done: int, total: int) -> None:
+            progress.update(task, phase=f"{phase} {done}/{total}" if total else phase)
+
+        def on_record(record) -> None:
+            nonlocal failures
+            progress.advance(task)
+            failures += record.status != "ok"
+            console.print(_record_line(record))
+
+        records, skipped = run_sweep(cases, out_path, resume=resume, timeout_s=timeout_s, on_start=on_start,
+                                     on_phase=on_phase, on_record=on_record)
+    if skipped:
+        console.print(f"resumed: {skipped} case(s) already in {out_path} were skipped")
+    console.print(f"{len(records)} record(s) appended to {out_path}; {failures} not ok")
+    if failures:
+        sys.exit(1)
+
+
+def _record_line(record) -> str:
+    from rich.markup import escape
+
+    head = f"{record.model:<12} {record.runtime:<11} {record.mode:<6} {record.precision:<4} b{record.batch:<3}"
+    if record.status == "ok":
+        note = f"  [yellow]{escape(record.message)}[/yellow]" if record.message else ""
+        peak = f"{record.peak_device_mb:.0f} MB dev" if record.peak_device_mb else f"{record.peak_host_mb:.0f} MB host"
+        return (f"[green]ok[/green]  {head} mean {record.mean_ms:9.2f} ms  median {record.median_ms:9.2f} ms  "
+                f"cv {record.cv:.3f}  n={record.iters_timed}  {peak}{note}")
+    return f"[red]{record.status}[/red]  {head} {escape(record.message)}"
+
+
+@cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def doctor(fmt: str) -> None:
     """Report this machine: Python and package versions, CPU and GPU, and which runtimes can build and run here."""

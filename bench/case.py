@@ -1,0 +1,198 @@
+"""One benchmark case (model x runtime x mode), measured in the process that runs this module.
+
+`vcompile.bench.sweep` starts ``python -m vcompile.bench.case`` once per case with the case as JSON on stdin, so
+that a crash, a hang or an out-of-memory in one runtime is recorded and the sweep goes on. The child reports
+its phase on stderr (``PHASE name done total``) and its record as the last stdout line (``RECORD {...}``).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+__all__ = ["ModeSpec", "MODES", "CaseSpec", "resolve_precision", "run_case"]
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """A mode of the paper's protocol: its batch, its precision and the runtimes it applies to."""
+
+    batch: int
+    precision: str  # "amp": mixed precision (fp16 on CUDA; fp32 on a CPU unless bf16 is asked for)
+    runtimes: tuple[str, ...]
+    what: str
+
+
+MODES = {
+    "train": ModeSpec(8, "amp", ("torch",), "one training step: forward, cross-entropy, backward, AdamW step"),
+    "batch": ModeSpec(32, "amp", ("torch", "inductor", "onnxruntime", "tensorrt"), "forward pass, batch 32"),
+    "single": ModeSpec(1, "amp", ("torch", "inductor", "onnxruntime", "tensorrt"), "forward pass, batch 1"),
+    "mobile": ModeSpec(1, "fp32", ("executorch", "ptl", "coreml"), "forward pass, batch 1, fp32, mobile runtimes"),
+}
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """Everything one case needs; it is also the identity used by ``--resume``."""
+
+    model: str
+    runtime: str
+    mode: str
+    device: str = "cpu"
+    precision: str | None = None  # None: the mode's default
+    batch: int | None = None  # None: the mode's default
+    threads: int | None = None
+    warmup: int = 10
+    iters: int = 100
+    budget_s: float | None = None
+    seed: int = 0
+    tiny: bool = False
+    frames: int | None = None
+    size: int | None = None
+    out: str = "artifacts"
+
+    def settings_key(self) -> str:
+        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "budget_s")}
+        return json.dumps(keep, sort_keys=True)
+
+
+def resolve_precision(requested: str | None, mode: str, device: str) -> str:
+    """The precision a case actually runs in (AMP falls back to fp32 on a CPU unless bf16 is asked for)."""
+    asked = requested or MODES[mode].precision
+    if asked == "amp":
+        return "fp16" if device.startswith("cuda") else "fp32"
+    return asked
+
+
+def _phase(name: str, done: int = 0, total: int = 0) -> None:
+    print(f"PHASE {name} {done} {total}", file=sys.stderr, flush=True)
+
+
+def _peak_host_mb() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(usage / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def run_case(case: CaseSpec):
+    """Measure one case in this process and return its `Record` (errors become records, not exceptions)."""
+    import torch
+
+    from vcompile.bench.environment import environment
+    from vcompile.bench.records import Record
+    from vcompile.bench.timing import time_runs
+    from vcompile.errors import VcompileError
+    from vcompile.zoo import get_spec
+    from vcompile.zoo.flops import model_cost
+
+    started = time.perf_counter()
+    mode = MODES[case.mode]
+    precision = resolve_precision(case.precision, case.mode, case.device)
+    batch = case.batch or mode.batch
+    if case.threads:
+        torch.set_num_threads(case.threads)
+    spec = get_spec(case.model)
+    cost = model_cost(spec.name, batch=batch, tiny=case.tiny, frames=case.frames, size=case.size)
+    record = Record(model=spec.name, runtime=case.runtime, mode=case.mode, status="error", precision=precision,
+                    batch=batch, input_shape=list(cost.input_shape), device=case.device,
+                    threads=case.threads or torch.get_num_threads(), warmup=case.warmup, iters=case.iters,
+                    timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    requested_precision=case.precision or mode.precision, params=cost.params,
+                    gflops=round(cost.flops / 1e9 / batch, 3), gmacs=round(cost.macs / 1e9 / batch, 3),
+                    budget_s=case.budget_s, tiny=case.tiny, settings_key=case.settings_key(), env=environment())
+    if case.mode == "mobile" and case.device == "cpu":
+        record.label = "mobile CPU proxy (this machine's CPU)"
+    try:
+        step, record.target, record.artifact, record.precision = _prepare(case, precision, batch,
+                                                                          cost.input_shape)
+        cuda = case.device.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        _phase("measure", 0, case.iters)
+        runs = time_runs(step, warmup=case.warmup, iters=case.iters, budget_s=case.budget_s, cuda=cuda,
+                         on_progress=lambda phase, done, total: _phase(phase, done, total))
+        record.set_latencies(runs.latencies_ms)
+        record.status = "ok"
+        if runs.stopped_by_budget:
+            record.message = (f"time budget of {case.budget_s:g} s reached: {runs.warmup_done} of {case.warmup} "
+                              f"warm-up and {len(runs.latencies_ms)} of {case.iters} timed runs")
+        if cuda:
+            record.peak_device_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            record.peak_device_reserved_mb = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+    except (MemoryError, torch.OutOfMemoryError) as err:
+        record.status, record.message = "oom", f"out of memory: {str(err).splitlines()[0][:200] if str(err) else ''}"
+    except _Unsupported as err:
+        record.status, record.message = "unsupported", str(err)
+    except VcompileError as err:
+        record.status, record.message = "error", str(err)
+    except Exception as err:  # noqa: BLE001 - any failure of a runtime is a result, recorded in one line
+        text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        record.status, record.message = "error", f"{type(err).__name__}: {text}"
+    record.peak_host_mb = _peak_host_mb()
+    record.wall_s = round(time.perf_counter() - started, 2)
+    return record
+
+
+class _Unsupported(Exception):
+    """A case this runtime cannot run (mode or precision it does not support)."""
+
+
+def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...]):
+    """Build what the case runs: (step, target, artifact path, precision that runs); ``step()`` is one timed unit."""
+    import torch
+
+    from vcompile.compile import BuildOptions, build, example_input
+    from vcompile.runtimes import RUNTIMES, load
+    from vcompile.zoo import create_model
+
+    info = RUNTIMES[case.runtime]
+    if case.runtime not in MODES[case.mode].runtimes:
+        raise _Unsupported(f"mode {case.mode} does not run on {case.runtime}; its runtimes are "
+                           f"{', '.join(MODES[case.mode].runtimes)}")
+    availability = info.probe()
+    if not availability.can_run:
+        raise _Unsupported(f"{case.runtime} cannot run here: {availability.detail}")
+    clip = example_input(shape, case.seed + 1)
+    if case.mode == "train":
+        from vcompile.bench.train import TrainStep
+
+        _phase("create model")
+        model = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
+        return TrainStep(model, clip, precision=precision, device=case.device), None, None, precision
+    if info.target is None:
+        _phase("create model")
+        source = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
+        target, artifact_path, runs_in = None, None, precision
+    else:
+        from vcompile.compile import get_target
+
+        tgt = get_target(info.target)
+        runs_in = precision if precision in tgt.precisions else "fp32"
+        _phase(f"build {tgt.name}")
+        source = build(case.model, tgt.name, BuildOptions(precision=runs_in, batch=batch, seed=case.seed,
+                                                          tiny=case.tiny, frames=case.frames, size=case.size),
+                       out=case.out)
+        target, artifact_path = tgt.name, str(source.file())
+    runner = load(source, case.runtime, device=case.device,
+                  precision=precision if info.target is None else "fp32", threads=case.threads)
+    _phase(f"load {case.runtime}")
+    runner.activate()
+    video = clip.numpy()
+    if case.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (lambda: runner.infer(video)), target, artifact_path, runs_in
+
+
+def main() -> None:
+    """Child entry point: read a CaseSpec as JSON on stdin, print ``RECORD {...}`` on stdout."""
+    case = CaseSpec(**json.loads(sys.stdin.read()))
+    record = run_case(case)
+    sys.stdout.write("RECORD " + record.to_json() + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

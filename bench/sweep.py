@@ -1,0 +1,121 @@
+"""A benchmark sweep: every case in its own subprocess with a timeout, records appended one by one.
+
+A case that crashes (a signal), hangs (the timeout) or runs out of memory becomes a record with that status and
+the sweep goes on. ``resume`` skips cases already in the results file with the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vcompile.bench.case import MODES, CaseSpec, resolve_precision
+from vcompile.bench.records import Record, append_record, read_records
+
+__all__ = ["plan_cases", "run_case_isolated", "run_sweep", "DEFAULT_TIMEOUT_S"]
+
+DEFAULT_TIMEOUT_S = 1800.0
+# The child that measures one case; a list so that tests can stand in a process that crashes or hangs.
+CASE_COMMAND = [sys.executable, "-m", "vcompile.bench.case"]
+
+
+def plan_cases(models: Iterable[str], runtimes: Iterable[str], modes: Iterable[str], base: CaseSpec) -> list[CaseSpec]:
+    """Every (model, runtime, mode) that the protocol defines, models outermost (one model's artifacts at a time)."""
+    return [replace(base, model=model, runtime=runtime, mode=mode)
+            for model in models for mode in modes for runtime in runtimes if runtime in MODES[mode].runtimes]
+
+
+def _skeleton(case: CaseSpec, status: str, message: str, wall_s: float) -> Record:
+    """A record for a case whose process died before it could report."""
+    from vcompile.bench.environment import environment
+
+    batch = case.batch or MODES[case.mode].batch
+    return Record(model=case.model, runtime=case.runtime, mode=case.mode, status=status,
+                  precision=resolve_precision(case.precision, case.mode, case.device), batch=batch, input_shape=[],
+                  device=case.device, threads=case.threads, warmup=case.warmup, iters=case.iters,
+                  timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  requested_precision=case.precision or MODES[case.mode].precision, message=message,
+                  budget_s=case.budget_s, tiny=case.tiny, settings_key=case.settings_key(), env=environment(),
+                  wall_s=round(wall_s, 2))
+
+
+def run_case_isolated(case: CaseSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
+                      on_phase: Callable[[str, int, int], None] | None = None) -> Record:
+    """Run one case in a fresh Python process; its death or hang becomes the record's status."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(CASE_COMMAND, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    last_lines: list[str] = []
+
+    def pump_stderr() -> None:
+        for line in proc.stderr:
+            if line.startswith("PHASE ") and on_phase:
+                parts = line.split()
+                try:
+                    on_phase(" ".join(parts[1:-2]), int(parts[-2]), int(parts[-1]))
+                except (ValueError, IndexError):
+                    pass
+            elif line.strip():
+                last_lines[:] = [*last_lines[-20:], line.rstrip()]
+
+    stdout: list[str] = []
+    readers = [threading.Thread(target=pump_stderr, daemon=True),
+               threading.Thread(target=lambda: stdout.extend(proc.stdout), daemon=True)]
+    for reader in readers:
+        reader.start()
+    proc.stdin.write(json.dumps(asdict(case)))
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return _skeleton(case, "timeout", f"no result after {timeout_s:g} s; the case was killed",
+                         time.perf_counter() - started)
+    for reader in readers:
+        reader.join(timeout=10)
+    for line in reversed(stdout):
+        if line.startswith("RECORD "):
+            return Record.from_dict(json.loads(line[len("RECORD "):]))
+    wall = time.perf_counter() - started
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        status = "oom" if sig == "SIGKILL" else "crashed"
+        hint = " (killed: likely out of memory)" if sig == "SIGKILL" else ""
+        return _skeleton(case, status, f"the case process died with {sig}{hint}", wall)
+    detail = next((ln for ln in reversed(last_lines) if ln.strip()), "no output")
+    return _skeleton(case, "crashed", f"the case process exited with status {proc.returncode}: {detail[:300]}", wall)
+
+
+def run_sweep(cases: list[CaseSpec], out: Path, *, resume: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S,
+              on_start: Callable[[int, CaseSpec], None] | None = None,
+              on_phase: Callable[[str, int, int], None] | None = None,
+              on_record: Callable[[Record], None] | None = None) -> tuple[list[Record], int]:
+    """Run ``cases`` one by one, appending each record to ``out`` as soon as it exists.
+
+    Returns the new records and how many cases were skipped because ``out`` already had them (``resume``).
+    Without ``resume`` an existing file is appended to, never overwritten.
+    """
+    done = set()
+    if resume and out.exists():
+        done = {r.settings_key for r in read_records(out)}
+    todo = [c for c in cases if c.settings_key() not in done]
+    records = []
+    for index, case in enumerate(todo):
+        if on_start:
+            on_start(index, case)
+        record = run_case_isolated(case, timeout_s, on_phase)
+        append_record(out, record)
+        records.append(record)
+        if on_record:
+            on_record(record)
+    return records, len(cases) - len(todo)

@@ -1,0 +1,98 @@
+"""The benchmark harness: statistics, records, isolation of crashing and hanging cases, resume."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from vcompile.bench import sweep
+from vcompile.bench.case import CaseSpec, resolve_precision
+from vcompile.bench.records import LatencyStats, Record, append_record, read_records
+from vcompile.errors import VcompileError
+
+TINY = CaseSpec(model="movinet-a0", runtime="torch", mode="single", warmup=1, iters=3, tiny=True, threads=1)
+
+
+def test_latency_stats_match_numpy():
+    values = list(np.random.default_rng(0).gamma(4.0, 3.0, size=101))
+    stats = LatencyStats.from_values(values)
+    assert stats.mean_ms == pytest.approx(np.mean(values))
+    assert stats.median_ms == pytest.approx(np.median(values))
+    assert stats.p90_ms == pytest.approx(np.percentile(values, 90))
+    assert stats.p99_ms == pytest.approx(np.percentile(values, 99))
+    assert stats.std_ms == pytest.approx(np.std(values, ddof=1))
+    assert stats.cv == pytest.approx(np.std(values, ddof=1) / np.mean(values))
+
+
+def test_amp_falls_back_to_fp32_on_cpu():
+    assert resolve_precision(None, "single", "cpu") == "fp32"
+    assert resolve_precision(None, "single", "cuda") == "fp16"
+    assert resolve_precision("bf16", "train", "cpu") == "bf16"
+    assert resolve_precision(None, "mobile", "cuda") == "fp32"
+
+
+def test_plan_follows_the_protocol():
+    cases = sweep.plan_cases(["x3d-xs"], ["torch", "executorch"], ["train", "single", "mobile"], TINY)
+    assert [(c.runtime, c.mode) for c in cases] == [("torch", "train"), ("torch", "single"), ("executorch", "mobile")]
+
+
+def test_a_case_measures_in_its_own_process(tmp_path):
+    record = sweep.run_case_isolated(TINY, timeout_s=300)
+    assert record.status == "ok", record.message
+    assert record.iters_timed == 3 and len(record.latencies_ms) == 3
+    assert record.mean_ms == pytest.approx(np.mean(record.latencies_ms), rel=1e-3)
+    assert record.precision == "fp32" and record.requested_precision == "amp"
+    assert record.input_shape == [1, 3, 4, 64, 64] and record.params > 0
+    assert record.peak_host_mb > 100 and record.env["packages"]["torch"]
+
+
+def test_budget_stops_early_and_says_so():
+    record = sweep.run_case_isolated(
+        CaseSpec(**{**TINY.__dict__, "iters": 10_000, "warmup": 0, "budget_s": 0.5}), timeout_s=300)
+    assert record.status == "ok" and 1 <= record.iters_timed < 10_000
+    assert "time budget of 0.5 s reached" in record.message
+
+
+@pytest.mark.parametrize(("script", "status", "message"), [
+    ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "crashed", "SIGSEGV"),
+    ("import time; time.sleep(60)", "timeout", "no result after 2 s"),
+    ("import sys; print('boom', file=sys.stderr); sys.exit(3)", "crashed", "exited with status 3: boom"),
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "oom", "likely out of memory"),
+])
+def test_dying_cases_become_records(monkeypatch, script, status, message):
+    monkeypatch.setattr(sweep, "CASE_COMMAND", [sys.executable, "-c", script])
+    record = sweep.run_case_isolated(TINY, timeout_s=2)
+    assert record.status == status and message in record.message
+    assert record.settings_key == TINY.settings_key()
+
+
+def test_a_killed_sweep_resumes_without_losing_or_duplicating(tmp_path, monkeypatch):
+    out = tmp_path / "results.jsonl"
+    cases = sweep.plan_cases(["movinet-a0", "x3d-xs"], ["torch"], ["single"], TINY)
+    first, _ = sweep.run_sweep(cases[:1], out)
+    with open(out, "a") as handle:  # the sweep was killed while writing the next record
+        handle.write('{"schema": "vcompile.bench/1", "model": "x3d')
+    records, skipped = sweep.run_sweep(cases, out, resume=True)
+    assert skipped == 1 and [r.model for r in records] == ["x3d-xs"]
+    assert [r.model for r in read_records(out)] == ["movinet-a0", "x3d-xs"]
+    again, skipped = sweep.run_sweep(cases, out, resume=True)
+    assert again == [] and skipped == 2
+
+
+def test_records_round_trip_and_bad_files(tmp_path):
+    path = tmp_path / "r.jsonl"
+    record = Record(model="x3d-xs", runtime="torch", mode="single", status="ok", precision="fp32", batch=1,
+                    input_shape=[1, 3, 16, 224, 224], device="cpu", threads=2, warmup=1, iters=2)
+    record.set_latencies([2.0, 4.0])
+    append_record(path, record)
+    (back,) = read_records(path)
+    assert back == record and back.mean_ms == 3.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"hello": 1}) + "\n")
+    with pytest.raises(VcompileError, match="not a vcompile bench record"):
+        read_records(bad)
+    with pytest.raises(VcompileError, match="results file not found"):
+        read_records(tmp_path / "none.jsonl")

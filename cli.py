@@ -167,12 +167,15 @@ def _human_bytes(n: int | None) -> str:
 @click.option("--tiny", is_flag=True, help="Build the tiny test variants (4 frames, 64 px, 10 classes).")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
               help="How the ONNX target captures the graph.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None,
+              help="Largest batch a TensorRT engine's profile accepts [default: max(batch, 32)].")
 @click.option("--out", type=click.Path(file_okay=False), default="artifacts", show_default=True,
               help="Output folder; artifacts go to OUT/builds/MODEL/TARGET/KEY/.")
 @click.option("--force", is_flag=True, help="Rebuild even when a valid cached artifact exists.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def build(models: str, targets: str, precision: str | None, batch: int, frames: int | None, size: int | None,
-          seed: int, weights: str | None, tiny: bool, exporter: str, out: str, force: bool, fmt: str) -> None:
+          seed: int, weights: str | None, tiny: bool, exporter: str, max_batch: int | None, out: str, force: bool,
+          fmt: str) -> None:
     """Compile models to deployable artifacts, through a content-addressed cache.
 
     Prints one line per artifact: path, size, build time, and whether it came from the cache. A rebuild with the
@@ -193,7 +196,7 @@ def build(models: str, targets: str, precision: str | None, batch: int, frames: 
 
     names, target_names = expand_models(models), expand_targets(targets)
     options = BuildOptions(batch=batch, frames=frames, size=size, seed=seed, weights=weights, tiny=tiny,
-                           exporter=exporter)
+                           exporter=exporter, max_batch=max_batch)
     console = _console() if fmt == "table" else None
     single = len(names) == 1 and len(target_names) == 1
     with _status(console, "building") as update:

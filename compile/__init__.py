@@ -117,8 +117,9 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         dependency = build(spec.name, tgt.depends_on, BuildOptions(**{**options.to_dict(), "precision": "fp32"}),
                            out=out, force=False, log=log)
     key, key_inputs = cache_key({
-        "model": args, "target": tgt.name, "precision": options.precision, "input_shape": shape,
-        "seed": options.seed, "weights_sha256": _weights_identity(options.weights),
+        "model": args, "target": tgt.name, "input_shape": shape,
+        "options": {k: v for k, v in options.to_dict().items() if k != "weights"},
+        "weights_sha256": _weights_identity(options.weights),
         "target_versions": tgt.versions(), "zoo_source": source_hash("zoo"),
         "target_source": source_hash(f"compile/{tgt.name}.py", "compile/base.py"),
         "dependency": dependency.key if dependency else None,
@@ -136,7 +137,7 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
     staging.mkdir(parents=True)
     started = time.perf_counter()
     ctx = BuildContext(model=None, example=example_input(shape, options.seed), options=options, out_dir=staging,
-                       dependency=dependency, log=log)
+                       dependency=dependency, log=log, cache_root=Path(out))
     try:
         with ctx.stage("create model"):
             ctx.model = create_model(spec.name, num_classes=options.num_classes, frames=options.frames,

@@ -30,6 +30,7 @@ class BuildOptions:
         weights: a local weights file replacing the random weights.
         exporter: how the PyTorch graph is captured where a target has a choice (onnx: ``dynamo``,
             ``torchscript`` or ``auto``).
+        max_batch: the largest batch an engine with a batch profile accepts (tensorrt; None: max(batch, 32)).
     """
 
     precision: str = "fp32"
@@ -41,6 +42,7 @@ class BuildOptions:
     weights: str | None = None
     tiny: bool = False
     exporter: str = "auto"
+    max_batch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +66,7 @@ class BuildContext:
     out_dir: Path
     stages: dict[str, float] = field(default_factory=dict)
     dependency: Artifact | None = None  # the artifact this target builds from (tensorrt: the onnx artifact)
+    cache_root: Path = Path("artifacts")  # the output folder; targets keep persistent caches under cache_root/cache
     log: Callable[[str], None] = lambda message: None
 
     def stage(self, name: str):

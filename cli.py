@@ -471,6 +471,32 @@ def _record_line(record) -> str:
 
 
 @cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default="artifacts/report", show_default=True,
+              help="Folder for report.md, report.html, the CSV tables and the PNG plots.")
+@click.option("--build-grid", type=click.Path(dir_okay=False), default=None,
+              help="A build-grid.json written by `vcompile build` to include.")
+@click.option("--parity", "parity_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A parity --json file to include; repeatable.")
+def report(results: tuple[str, ...], out: str, build_grid: str | None, parity_files: tuple[str, ...]) -> None:
+    """Turn results files into the paper's tables and figures.
+
+    RESULTS are .jsonl files written by `vcompile bench`, from one machine or several. Latency is relative to
+    the fastest model per device and mode (fastest = 1.0) and averaged over devices when several are merged; the
+    memory table follows the layout of the paper's Table 2; GMACs against latency (appendix A); average relative
+    latency against the paper's accuracy (the summary figure). Writes markdown, CSV and a self-contained HTML page.
+    """
+    from pathlib import Path
+
+    from vcompile.bench.report import write_report
+
+    written = write_report([Path(r) for r in results], Path(out), build_grid=Path(build_grid) if build_grid else None,
+                           parity=[Path(p) for p in parity_files])
+    for name, path in written.items():
+        click.echo(f"{name:<16} {path}")
+
+
+@cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def doctor(fmt: str) -> None:
     """Report this machine: Python and package versions, CPU and GPU, and which runtimes can build and run here."""

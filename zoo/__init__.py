@@ -38,6 +38,6 @@ __all__ = [
 ]
 
 # One module per family; importing it registers its models.
-_FAMILIES = ("tsm", "nonlocal_net", "tea", "i3d_bert", "vtn", "timesformer", "vivit", "mvit", "x3d", "movinet")
+_FAMILIES = ("tsm", "nonlocal_net", "tea", "i3d_bert", "vtn", "timesformer", "vivit", "swin", "mvit", "x3d", "movinet")
 for _family in _FAMILIES:
     importlib.import_module(f"vcompile.zoo.{_family}")

@@ -13,373 +13,38 @@ import base64
 import csv
 import html
 import json
-import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from statistics import mean
 
-from vcompile.bench.case import MODES
-from vcompile.bench.paper import normalised_accuracy, paper_accuracy
+from vcompile.bench.analysis import (
+    PAPER_MODES,
+    AverageRow,
+    Device,
+    LatencyRow,
+    Series,
+    SummaryPoint,
+    average_over_devices,
+    category_of,
+    device_of,
+    measured,
+    memory_table,
+    model_sort_key,
+    paper_records,
+    relative_latencies,
+    series_of,
+    spearman,
+    summary_points,
+)
+from vcompile.bench.paper import paper_accuracy
+from vcompile.bench.plots import plot_flops, plot_relative, plot_summary
 from vcompile.bench.records import Record, read_records
 from vcompile.errors import VcompileError
 
-__all__ = ["Device", "Series", "LatencyRow", "AverageRow", "SummaryPoint", "PAPER_MODES", "CATEGORY_COLOURS",
-           "device_of", "series_of", "relative_latencies", "average_over_devices", "paper_records",
-           "memory_table", "summary_points", "plot_relative", "plot_flops", "plot_summary", "write_report"]
+__all__ = ["write_report"]
 
-PAPER_MODES = ("train", "batch", "single")  # the modes the summary averages, measured with native PyTorch
-CATEGORY_COLOURS = {"stand-alone attention": "#1f77b4", "composite transformer": "#ff7f0e",
-                    "attention-only": "#d62728", "baseline": "#2ca02c", "other": "#7f7f7f"}
-_KIND_ORDER = ("GPU", "CPU", "mobile CPU proxy")
 
-
-@dataclass(frozen=True)
-class Device:
-    """Where a record was measured: a GPU model, a CPU model on a host, or the mobile CPU proxy."""
-
-    kind: str
-    name: str
-
-    @property
-    def label(self) -> str:
-        return self.name if self.kind == "GPU" else f"{self.kind}: {self.name}"
-
-    def sort_key(self) -> tuple:
-        return (_KIND_ORDER.index(self.kind) if self.kind in _KIND_ORDER else len(_KIND_ORDER), self.kind, self.name)
-
-
-@dataclass(frozen=True)
-class Series:
-    """Records that are compared with each other: one mode, one runtime, one precision setting."""
-
-    mode: str
-    runtime: str
-    setting: str  # the requested precision ("amp" = the protocol's mixed precision, fp16 on CUDA, fp32 on a CPU)
-    tiny: bool = False
-
-    @property
-    def title(self) -> str:
-        return f"{self.mode} · {self.runtime} · {self.setting}" + (" · tiny variants" if self.tiny else "")
-
-    @property
-    def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", f"{self.mode} {self.runtime} {self.setting} {'tiny' if self.tiny else ''}"
-                      .lower()).strip("-")
-
-    def sort_key(self) -> tuple:
-        return (list(MODES).index(self.mode) if self.mode in MODES else len(MODES), self.mode, self.runtime,
-                self.setting, self.tiny)
-
-
-@dataclass(frozen=True)
-class LatencyRow:
-    """One model on one device in one series; ``relative`` is its mean over the fastest model's mean."""
-
-    series: Series
-    device: Device
-    model: str
-    mean_ms: float
-    median_ms: float
-    relative: float
-    batch: str
-    precision: str
-    records: int
-
-
-@dataclass(frozen=True)
-class AverageRow:
-    """One model's relative latency in one series, averaged over the devices that measured it."""
-
-    series: Series
-    model: str
-    relative: float
-    devices: tuple[Device, ...]
-
-
-@dataclass(frozen=True)
-class SummaryPoint:
-    """A model of the summary figure: relative latency averaged over the paper's modes, normalised accuracy."""
-
-    model: str
-    relative: float
-    modes: tuple[str, ...]
-    accuracy: float
-
-
-@cache
-def _category(model: str) -> str:
-    from vcompile.zoo import get_spec
-
-    try:
-        return get_spec(model).category
-    except VcompileError:
-        return "other"
-
-
-def _model_key(model: str) -> tuple:
-    return (list(CATEGORY_COLOURS).index(_category(model)), model)
-
-
-def device_of(record: Record) -> Device:
-    """The device a record was measured on, from its environment fingerprint."""
-    env = record.env or {}
-    cpu = f"{(env.get('cpu') or {}).get('model') or 'unknown CPU'} ({env.get('host') or 'unknown host'})"
-    if record.label.startswith("mobile CPU proxy"):
-        return Device("mobile CPU proxy", cpu)
-    if record.device.startswith("cuda"):
-        gpus = env.get("gpus") or []
-        index = int(record.device.split(":")[1]) if record.device[5:6] == ":" else 0
-        gpu = next((g for g in gpus if g.get("index") == index), gpus[0] if gpus else {})
-        return Device("GPU", gpu.get("name") or record.device)
-    return Device("CPU" if record.device == "cpu" else record.device, cpu)
-
-
-def series_of(record: Record) -> Series:
-    default = MODES[record.mode].precision if record.mode in MODES else record.precision
-    return Series(record.mode, record.runtime, record.requested_precision or default, bool(record.tiny))
-
-
-def _measured(records: Iterable[Record]) -> list[Record]:
-    return [r for r in records if r.status == "ok" and r.mean_ms is not None]
-
-
-def relative_latencies(records: Iterable[Record]) -> list[LatencyRow]:
-    """Relative latency per (series, device): the fastest model's mean is 1.0, the others their ratio to it.
-
-    Several ok records of one model on one device (a re-run, two hosts with the same GPU) are averaged.
-    """
-    groups: dict[tuple, list[Record]] = defaultdict(list)
-    for r in _measured(records):
-        groups[(series_of(r), device_of(r), r.model)].append(r)
-    means = {key: mean(r.mean_ms for r in rs) for key, rs in groups.items()}
-    fastest: dict[tuple, float] = {}
-    for (series, device, _), value in means.items():
-        fastest[(series, device)] = min(value, fastest.get((series, device), value))
-    rows = []
-    for (series, device, model), rs in groups.items():
-        value = means[(series, device, model)]
-        rows.append(LatencyRow(series, device, model, value, mean(r.median_ms or r.mean_ms for r in rs),
-                               value / fastest[(series, device)] if fastest[(series, device)] > 0 else 1.0,
-                               "/".join(sorted({str(r.batch) for r in rs}, key=int)),
-                               "/".join(sorted({r.precision for r in rs})), len(rs)))
-    return sorted(rows, key=lambda row: (row.series.sort_key(), row.device.sort_key(), row.relative, row.model))
-
-
-def average_over_devices(rows: Iterable[LatencyRow]) -> list[AverageRow]:
-    """Each model's relative latency per series averaged over devices, as the paper's summaries do."""
-    groups: dict[tuple, list[LatencyRow]] = defaultdict(list)
-    for row in rows:
-        groups[(row.series, row.model)].append(row)
-    averages = [AverageRow(series, model, mean(r.relative for r in rs),
-                           tuple(sorted((r.device for r in rs), key=Device.sort_key)))
-                for (series, model), rs in groups.items()]
-    return sorted(averages, key=lambda a: (a.series.sort_key(), a.relative, a.model))
-
-
-def paper_records(records: Iterable[Record]) -> list[Record]:
-    """Records of the paper's desktop protocol: native PyTorch, train/batch/single, the mode's own precision.
-
-    If both tiny and full-size variants were measured, only the full-size ones are kept.
-    """
-    chosen = [r for r in records if r.runtime == "torch" and r.mode in PAPER_MODES
-              and series_of(r).setting == MODES[r.mode].precision]
-    if any(not r.tiny for r in chosen):
-        chosen = [r for r in chosen if not r.tiny]
-    return chosen
-
-
-def memory_table(records: Iterable[Record]) -> dict[Device, dict[str, dict[str, tuple[float, str] | str]]]:
-    """Peak memory in the layout of the paper's Table 2, per device: {device: {model: {mode: cell}}}.
-
-    A cell is (MB, "device") when the device's allocator peak was measured, else (MB, "host") for the peak
-    resident memory of the process; a case that never succeeded shows its status (``oom``, ``timeout``...).
-    """
-    table: dict[Device, dict[str, dict[str, tuple[float, str] | str]]] = defaultdict(lambda: defaultdict(dict))
-    chosen = paper_records(records)
-    for r in sorted(chosen, key=lambda r: r.status != "ok"):  # ok records first: a failure never hides them
-        cells = table[device_of(r)][r.model]
-        current = cells.get(r.mode)
-        if r.status != "ok":
-            cells.setdefault(r.mode, r.status)
-            continue
-        value = (r.peak_device_mb, "device") if r.peak_device_mb is not None else (r.peak_host_mb, "host")
-        if value[0] is None:
-            continue
-        rank = (value[1] == "device", value[0])  # device figures win over host figures, then the largest peak
-        if not isinstance(current, tuple) or rank > (current[1] == "device", current[0]):
-            cells[r.mode] = value
-    return {d: {m: dict(table[d][m]) for m in sorted(table[d], key=_model_key)}
-            for d in sorted(table, key=Device.sort_key)}
-
-
-def summary_points(averages: Iterable[AverageRow], records: Iterable[Record]) -> list[SummaryPoint]:
-    """The summary figure's points: relative latency averaged over train, batch and single (each already
-    averaged over devices) against the paper's accuracy normalised per dataset and averaged over SSV2 and EK100."""
-    keep = {series_of(r) for r in paper_records(records)}
-    per_model: dict[str, dict[str, float]] = defaultdict(dict)
-    for a in averages:
-        if a.series in keep:
-            per_model[a.model][a.series.mode] = a.relative
-    points = []
-    for model, by_mode in per_model.items():
-        accuracy = normalised_accuracy(model)
-        if accuracy is not None:
-            modes = tuple(m for m in PAPER_MODES if m in by_mode)
-            points.append(SummaryPoint(model, mean(by_mode[m] for m in modes), modes, accuracy))
-    return sorted(points, key=lambda p: (p.relative, p.model))
-
-
-def _spearman(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman's rank correlation (average ranks for ties); None when either side is constant."""
-
-    def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0.0] * len(values)
-        start = 0
-        while start < len(order):
-            end = start
-            while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-                end += 1
-            for k in range(start, end + 1):
-                out[order[k]] = (start + end) / 2
-            start = end + 1
-        return out
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = mean(rx), mean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
-
-
-# ---------------------------------------------------------------------------------------------------- plots
-
-_MARKERS = "osD^v<>ph*X"
-
-
-def _figure(height: float, width: float = 8.0):
-    from matplotlib.figure import Figure  # no pyplot: nothing global, no display, Agg renders the PNG
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.subplots()
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
-    return path
-
-
-def _category_handles(models: Iterable[str]) -> list:
-    from matplotlib.patches import Patch
-
-    present = {_category(m) for m in models}
-    return [Patch(color=colour, label=name) for name, colour in CATEGORY_COLOURS.items() if name in present]
-
-
-def _legend_outside(ax, handles: list) -> None:
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-
-
-def _log_scale(ax, which: str, values: list[float]) -> None:
-    """A log axis labelled with plain numbers; minor ticks are labelled only when the data spans little."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    getattr(ax, f"set_{which}scale")("log")
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    decades = math.log10(max(values) / min(values))
-    labelled = range(1, 10) if decades < 1 else (2, 3, 5) if decades < 2.5 else ()
-    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v)))
-                                           in labelled else "") if labelled else NullFormatter())
-
-
-def plot_relative(series: Series, averages: list[AverageRow], rows: list[LatencyRow], path: Path) -> Path:
-    """Horizontal bars of relative latency, fastest first; with several devices, bars are the mean and markers
-    the individual devices."""
-    from matplotlib.lines import Line2D
-
-    avgs = [a for a in averages if a.series == series]
-    devices = sorted({r.device for r in rows if r.series == series}, key=Device.sort_key)
-    fig, ax = _figure(1.6 + 0.32 * len(avgs))
-    ax.barh(range(len(avgs)), [a.relative for a in avgs], color=[CATEGORY_COLOURS[_category(a.model)] for a in avgs])
-    ax.set_yticks(range(len(avgs)), [a.model for a in avgs])
-    ax.invert_yaxis()
-    handles = _category_handles(a.model for a in avgs)
-    if len(devices) > 1:
-        for i, device in enumerate(devices):
-            mine = {r.model: r.relative for r in rows if r.series == series and r.device == device}
-            points = [(mine[a.model], k) for k, a in enumerate(avgs) if a.model in mine]
-            ax.scatter([p[0] for p in points], [p[1] for p in points], marker=_MARKERS[i % len(_MARKERS)], s=16,
-                       color="black", zorder=3)
-            handles.append(Line2D([], [], marker=_MARKERS[i % len(_MARKERS)], color="black", ls="", label=device.label))
-    right = {a.model: max([a.relative] + [r.relative for r in rows if r.series == series and r.model == a.model])
-             for a in avgs}
-    for k, a in enumerate(avgs):
-        note = f" ({len(a.devices)} of {len(devices)} devices)" if len(a.devices) < len(devices) else ""
-        ax.text(right[a.model] * 1.01, k, f" {a.relative:.2f}{note}", va="center", fontsize=8)
-    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlim(0, max(right.values()) * 1.35)
-    ax.set_xlabel("mean latency relative to the fastest model (fastest = 1.0)")
-    where = f"mean over {len(devices)} devices" if len(devices) > 1 else devices[0].label
-    ax.set_title(f"{series.title} - {where}", fontsize=10)
-    _legend_outside(ax, handles)
-    return _save(fig, path)
-
-
-def plot_flops(mode: str, records: list[Record], path: Path) -> Path:
-    """GMACs per clip against measured mean latency (log-log), one marker per device and runtime."""
-    from matplotlib.lines import Line2D
-
-    groups: dict[tuple, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
-    for r in _measured(records):
-        if r.mode == mode and r.gmacs:
-            groups[(device_of(r), series_of(r))][r.model].append(r)
-    keys = sorted(groups, key=lambda k: (k[0].sort_key(), k[1].sort_key()))
-    fig, ax = _figure(5.5)
-    handles = _category_handles(m for k in keys for m in groups[k])
-    for i, key in enumerate(keys):
-        models = sorted(groups[key], key=_model_key)
-        xs = [groups[key][m][0].gmacs for m in models]
-        ys = [mean(r.mean_ms for r in groups[key][m]) for m in models]
-        marker = _MARKERS[i % len(_MARKERS)]
-        ax.scatter(xs, ys, marker=marker, s=30, color=[CATEGORY_COLOURS[_category(m)] for m in models], zorder=3)
-        for m, x, y in zip(models, xs, ys):
-            ax.annotate(m, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
-        label = f"{key[0].label} · {key[1].runtime}" + (" · tiny" if key[1].tiny else "")
-        handles.append(Line2D([], [], marker=marker, color="black", ls="", label=label))
-    _log_scale(ax, "x", [groups[k][m][0].gmacs for k in keys for m in groups[k]])
-    _log_scale(ax, "y", [r.mean_ms for k in keys for rs in groups[k].values() for r in rs])
-    ax.set_xlabel("GMACs per clip (multiply-accumulates; 1 MAC = 2 FLOPs)")
-    ax.set_ylabel(f"mean latency per {'training step' if mode == 'train' else 'forward pass'} (ms)")
-    ax.set_title(f"{mode}: compute against measured latency", fontsize=10)
-    ax.grid(True, which="major", lw=0.4, alpha=0.5)
-    ax.margins(x=0.15, y=0.08)
-    _legend_outside(ax, handles)
-    return _save(fig, path)
-
-
-def plot_summary(points: list[SummaryPoint], path: Path) -> Path:
-    """Average relative latency against normalised accuracy, models annotated and coloured by category."""
-    fig, ax = _figure(5.5)
-    ax.scatter([p.relative for p in points], [p.accuracy for p in points], s=40, zorder=3,
-               color=[CATEGORY_COLOURS[_category(p.model)] for p in points])
-    for p in points:
-        ax.annotate(p.model, (p.relative, p.accuracy), xytext=(5, 3), textcoords="offset points", fontsize=8)
-    values = [p.relative for p in points]
-    if max(values) / min(values) > 8:
-        _log_scale(ax, "x", values)
-    ax.set_ylim(-0.05, 1.1)
-    ax.margins(x=0.15)
-    ax.set_xlabel("relative latency, averaged over training, batch and single-instance inference (fastest = 1.0)")
-    ax.set_ylabel("accuracy, min-max normalised, mean of SSV2 and EK100")
-    ax.set_title("speed against accuracy (accuracy as reported by the paper)", fontsize=10)
-    ax.grid(True, lw=0.4, alpha=0.5)
-    _legend_outside(ax, _category_handles(p.model for p in points))
-    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------- document
@@ -478,7 +143,7 @@ def _load_records(result_files: list[Path]) -> dict[Path, list[Record]]:
         raise VcompileError("no results files given; pass the .jsonl files written by `vcompile bench`")
     by_file = {path: read_records(path) for path in result_files}
     records = [r for found in by_file.values() for r in found]
-    if not _measured(records):
+    if not measured(records):
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in records).items())) or "empty"
         names = ", ".join(str(p) for p in result_files)
         raise VcompileError(f"no 'ok' records in {names} ({statuses}); nothing to report: measure with "
@@ -507,7 +172,7 @@ def _latency_sections(doc: _Doc, rows: list[LatencyRow], averages: list[AverageR
         doc.image(png, f"relative latency, {series.title}")
         cells = {(r.device, r.model): f"{r.relative:.2f} ({_ms(r.mean_ms)} ms)" for r in mine}
         doc.table(["model", "category", "relative latency", "devices"] + [d.label for d in devices],
-                  [[a.model, _category(a.model), f"{a.relative:.2f}", f"{len(a.devices)} of {len(devices)}"]
+                  [[a.model, category_of(a.model), f"{a.relative:.2f}", f"{len(a.devices)} of {len(devices)}"]
                    + [cells.get((d, a.model), "-") for d in devices] for a in averages if a.series == series])
 
 
@@ -520,7 +185,7 @@ def _summary_section(doc: _Doc, points: list[SummaryPoint], records: list[Record
              "over the models the paper trained and averaged over SSV2 and EK100. vcompile does not train models: "
              "the accuracies are the paper's, not measured here.")
     measured = {r.model for r in paper_records(records) if r.status == "ok"}
-    missing = sorted(measured - {p.model for p in points}, key=_model_key)
+    missing = sorted(measured - {p.model for p in points}, key=model_sort_key)
     if not points:
         doc.para("No model has both a PyTorch train, batch or single latency and a paper accuracy; no summary.")
         return
@@ -528,7 +193,7 @@ def _summary_section(doc: _Doc, points: list[SummaryPoint], records: list[Record
     doc.image(png, "average relative latency against normalised accuracy")
     doc.table(["model", "category", "avg relative latency", "modes averaged", "normalised accuracy",
                "SSV2 top-1 %", "EK100 action %"],
-              [[p.model, _category(p.model), f"{p.relative:.2f}", ", ".join(p.modes), f"{p.accuracy:.2f}",
+              [[p.model, category_of(p.model), f"{p.relative:.2f}", ", ".join(p.modes), f"{p.accuracy:.2f}",
                 paper_accuracy(p.model, "ssv2"), paper_accuracy(p.model, "ek100")] for p in points])
     if missing:
         doc.para("Left out (no accuracy in the paper): " + ", ".join(missing) + ".")
@@ -548,7 +213,7 @@ def _memory_section(doc: _Doc, records: list[Record]) -> None:
         unit = f"peak {min(kinds)} memory, MB" if len(kinds) == 1 else "peak memory, MB (device unless marked host)"
         doc.heading(3, f"{device.label} ({unit})")
         doc.table(["model", "category", *PAPER_MODES],
-                  [[m, _category(m), *(_memory_cell(cells.get(mode), len(kinds) > 1) for mode in PAPER_MODES)]
+                  [[m, category_of(m), *(_memory_cell(cells.get(mode), len(kinds) > 1) for mode in PAPER_MODES)]
                    for m, cells in models.items()])
 
 
@@ -560,7 +225,7 @@ def _memory_cell(cell: tuple[float, str] | str | None, mixed: bool) -> str:
 
 def _flops_section(doc: _Doc, records: list[Record], out_dir: Path, written: dict[str, Path]) -> None:
     doc.heading(2, "Compute against latency (the paper's appendix A)")
-    costed = [r for r in _measured(records) if r.gmacs]
+    costed = [r for r in measured(records) if r.gmacs]
     if not costed:
         doc.para("No record carries a GMACs count; nothing to plot.")
         return
@@ -574,21 +239,21 @@ def _flops_section(doc: _Doc, records: list[Record], out_dir: Path, written: dic
     for (device, series), rs in sorted(_by_key(costed, lambda r: (device_of(r), series_of(r))).items(),
                                        key=lambda kv: (kv[0][1].sort_key(), kv[0][0].sort_key())):
         models = _by_key(rs, lambda r: r.model)
-        rho = _spearman([models[m][0].gmacs for m in models], [mean(r.mean_ms for r in models[m]) for m in models])
+        rho = spearman([models[m][0].gmacs for m in models], [mean(r.mean_ms for r in models[m]) for m in models])
         rows.append([series.title, device.label, len(models), "-" if rho is None or len(models) < 3 else f"{rho:.2f}"])
     doc.table(["series", "device", "models", "Spearman (GMACs, latency)"], rows)
     costs = sorted({(r.model, tuple(r.input_shape[1:]), r.params, r.gmacs, r.gflops) for r in costed},
-                   key=lambda c: (_model_key(c[0]), c[1]))
+                   key=lambda c: (model_sort_key(c[0]), c[1]))
     doc.table(["model", "category", "input (C, T, H, W)", "params (M)", "GMACs per clip", "GFLOPs per clip"],
-              [[m, _category(m), "x".join(map(str, shape)), "-" if p is None else f"{p / 1e6:.1f}", macs, flops]
+              [[m, category_of(m), "x".join(map(str, shape)), "-" if p is None else f"{p / 1e6:.1f}", macs, flops]
                for m, shape, p, macs, flops in costs])
 
 
 def _failure_section(doc: _Doc, records: list[Record]) -> None:
     failed = sorted((r for r in records if r.status != "ok"),
-                    key=lambda r: (device_of(r).sort_key(), series_of(r).sort_key(), _model_key(r.model)))
+                    key=lambda r: (device_of(r).sort_key(), series_of(r).sort_key(), model_sort_key(r.model)))
     cut = sorted((r for r in records if r.status == "ok" and r.message),
-                 key=lambda r: (device_of(r).sort_key(), series_of(r).sort_key(), _model_key(r.model)))
+                 key=lambda r: (device_of(r).sort_key(), series_of(r).sort_key(), model_sort_key(r.model)))
     doc.heading(2, "Cases that did not run")
     if failed:
         doc.table(["device", "mode", "runtime", "model", "status", "message"],
@@ -607,13 +272,13 @@ def _grid_section(doc: _Doc, path: Path, cells: list[dict]) -> None:
     doc.para(f"From {Path(path).name}: one cell per model and target (ok, failed or unavailable on that machine).")
     targets = list(dict.fromkeys(c["target"] for c in cells))
     status = {(c["model"], c["target"]): c["status"] for c in cells}
-    models = sorted({c["model"] for c in cells}, key=_model_key)
+    models = sorted({c["model"] for c in cells}, key=model_sort_key)
     doc.table(["model", *targets], [[m, *(status.get((m, t), "-") for t in targets)] for m in models])
     reasons = _by_key((c for c in cells if c["status"] != "ok"),
                       lambda c: (c["target"], c["status"], c.get("reason") or ""))
     if reasons:
         doc.table(["target", "status", "reason", "models"],
-                  [[t, s, r, ", ".join(sorted((c["model"] for c in cs), key=_model_key))]
+                  [[t, s, r, ", ".join(sorted((c["model"] for c in cs), key=model_sort_key))]
                    for (t, s, r), cs in sorted(reasons.items())])
 
 
@@ -628,13 +293,13 @@ def _parity_section(doc: _Doc, paths: list[Path], items: list[dict]) -> None:
     for item in items:  # a later file wins for the same model, runtime and precision
         max_abs = (item.get("agreement") or {}).get("max_abs")
         cells[(item["model"], column(item))] = item["status"] + ("" if max_abs is None else f" {max_abs:.1e}")
-    models = sorted({i["model"] for i in items}, key=_model_key)
+    models = sorted({i["model"] for i in items}, key=model_sort_key)
     doc.table(["model", *columns], [[m, *(cells.get((m, c), "-") for c in columns)] for m in models])
     issues = _by_key((i for i in items if i["status"] != "pass"),
                      lambda i: (column(i), i["status"], i.get("message") or ""))
     if issues:
         doc.table(["runtime", "status", "message", "models"],
-                  [[c, s, msg, ", ".join(sorted({i["model"] for i in its}, key=_model_key))]
+                  [[c, s, msg, ", ".join(sorted({i["model"] for i in its}, key=model_sort_key))]
                    for (c, s, msg), its in sorted(issues.items())])
 
 
@@ -679,20 +344,20 @@ def _latency_csv(path: Path, rows: list[LatencyRow], averages: list[AverageRow])
     head = ["mode", "runtime", "setting", "tiny", "device", "model", "category", "batch", "precision", "mean_ms",
             "median_ms", "relative_latency", "devices", "records"]
     out = [[r.series.mode, r.series.runtime, r.series.setting, r.series.tiny, r.device.label, r.model,
-            _category(r.model), r.batch, r.precision, round(r.mean_ms, 4), round(r.median_ms, 4),
+            category_of(r.model), r.batch, r.precision, round(r.mean_ms, 4), round(r.median_ms, 4),
             round(r.relative, 4), 1, r.records] for r in rows]
     out += [[a.series.mode, a.series.runtime, a.series.setting, a.series.tiny, "mean over devices", a.model,
-             _category(a.model), "", "", "", "", round(a.relative, 4), len(a.devices), ""] for a in averages]
+             category_of(a.model), "", "", "", "", round(a.relative, 4), len(a.devices), ""] for a in averages]
     return _write_csv(path, head, out)
 
 
 def _memory_csv(path: Path, records: list[Record]) -> Path:
     ok = sorted((r for r in records if r.status == "ok"),
-                key=lambda r: (series_of(r).sort_key(), device_of(r).sort_key(), _model_key(r.model)))
+                key=lambda r: (series_of(r).sort_key(), device_of(r).sort_key(), model_sort_key(r.model)))
     return _write_csv(path, ["mode", "runtime", "setting", "tiny", "device", "model", "category", "batch", "precision",
                              "peak_device_mb", "peak_device_reserved_mb", "peak_host_mb"],
                       [[r.mode, r.runtime, series_of(r).setting, bool(r.tiny), device_of(r).label, r.model,
-                        _category(r.model), r.batch, r.precision, r.peak_device_mb, r.peak_device_reserved_mb,
+                        category_of(r.model), r.batch, r.precision, r.peak_device_mb, r.peak_device_reserved_mb,
                         r.peak_host_mb] for r in ok])
 
 

@@ -272,9 +272,12 @@ def _status(console, message: str):
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file.")
 @click.option("--out", type=click.Path(file_okay=False), default="artifacts", show_default=True,
               help="Artifact cache folder.")
+@click.option("--localize", is_flag=True,
+              help="For a failing onnxruntime row, name the first PyTorch module whose output diverges (other "
+                   "runtimes report final outputs only).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write rows as JSON.")
 def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, videos: tuple[str, ...],
-           atol: float | None, rtol: float | None, tiny: bool, weights: str | None, out: str,
+           atol: float | None, rtol: float | None, tiny: bool, weights: str | None, out: str, localize: bool,
            json_path: str | None) -> None:
     """Prove that every artifact computes what the PyTorch model computes.
 
@@ -325,7 +328,8 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
                 console.print(f"[yellow]note[/yellow]: {note}")
         with _status(console, f"parity {name}") as update:
             rows = run_parity(name, chosen, precision=precision, samples=samples, seed=seed,
-                              videos=[c.tensor for c in clips], tol=tol, options=options, out=Path(out), log=update)
+                              videos=[c.tensor for c in clips], tol=tol, options=options, out=Path(out),
+                              localize=localize, log=update)
         all_rows.extend(rows)
         table_rows = []
         for row in rows:
@@ -341,6 +345,9 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
                        f"cosine >= {tol.min_cosine})",
                        ["runtime", "max abs", "max rel", "cosine", "top-1", "top-5", "result", "detail"], table_rows)
         console.print(table)
+        for row in rows:
+            for note in row.notes:
+                console.print(f"  {row.runtime}: {escape(note)}")
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps([r.to_dict() for r in all_rows], indent=2))

@@ -54,9 +54,10 @@ class CaseSpec:
     frames: int | None = None
     size: int | None = None
     out: str = "artifacts"
+    build_only: bool = False  # only build the artifact into the cache (a separate process from the measurement)
 
     def settings_key(self) -> str:
-        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "budget_s")}
+        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "budget_s", "build_only")}
         return json.dumps(keep, sort_keys=True)
 
 
@@ -106,6 +107,10 @@ def run_case(case: CaseSpec):
     if case.mode == "mobile" and case.device == "cpu":
         record.label = "mobile CPU proxy (this machine's CPU)"
     try:
+        if case.build_only:
+            _build_artifact(case, precision, batch)
+            record.status, record.message = "ok", "built"
+            return record
         step, record.target, record.artifact, record.precision = _prepare(case, precision, batch,
                                                                           cost.input_shape)
         cuda = case.device.startswith("cuda")
@@ -144,7 +149,7 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
     """Build what the case runs: (step, target, artifact path, precision that runs); ``step()`` is one timed unit."""
     import torch
 
-    from vcompile.compile import BuildOptions, build, example_input
+    from vcompile.compile import example_input
     from vcompile.runtimes import RUNTIMES, load
     from vcompile.zoo import create_model
 
@@ -167,15 +172,8 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
         source = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
         target, artifact_path, runs_in = None, None, precision
     else:
-        from vcompile.compile import get_target
-
-        tgt = get_target(info.target)
-        runs_in = precision if precision in tgt.precisions else "fp32"
-        _phase(f"build {tgt.name}")
-        source = build(case.model, tgt.name, BuildOptions(precision=runs_in, batch=batch, seed=case.seed,
-                                                          tiny=case.tiny, frames=case.frames, size=case.size),
-                       out=case.out)
-        target, artifact_path = tgt.name, str(source.file())
+        source, runs_in = _build_artifact(case, precision, batch)
+        target, artifact_path = source.target, str(source.file())
     runner = load(source, case.runtime, device=case.device,
                   precision=precision if info.target is None else "fp32", threads=case.threads)
     _phase(f"load {case.runtime}")
@@ -184,6 +182,20 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
     if case.device.startswith("cuda"):
         torch.cuda.synchronize()
     return (lambda: runner.infer(video)), target, artifact_path, runs_in
+
+
+def _build_artifact(case: CaseSpec, precision: str, batch: int):
+    """The case's artifact from the cache (built if missing) and the precision it runs in."""
+    from vcompile.compile import BuildOptions, build, get_target
+    from vcompile.runtimes import RUNTIMES
+
+    tgt = get_target(RUNTIMES[case.runtime].target)
+    runs_in = precision if precision in tgt.precisions else "fp32"
+    _phase(f"build {tgt.name}")
+    artifact = build(case.model, tgt.name, BuildOptions(precision=runs_in, batch=batch, seed=case.seed,
+                                                        tiny=case.tiny, frames=case.frames, size=case.size),
+                     out=case.out, log=lambda stage: _phase(f"build {tgt.name}: {stage}"))
+    return artifact, runs_in
 
 
 def main() -> None:

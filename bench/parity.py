@@ -36,6 +36,7 @@ class ParityRow:
     message: str = ""
     artifact: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    localization: dict | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -65,12 +66,14 @@ def check_runtime(artifact_or_model, runtime: str, inputs: list[torch.Tensor], r
 
 def run_parity(model: str, runtimes: list[str], *, precision: str = "fp32", samples: int = 2, seed: int = 0,
                videos: list[torch.Tensor] = (), tol: Tolerance | None = None, options: BuildOptions | None = None,
-               out: Path = Path("artifacts"), threads: int | None = None,
+               out: Path = Path("artifacts"), threads: int | None = None, localize: bool = False,
                log: Callable[[str], None] | None = None) -> list[ParityRow]:
     """Check every runtime of ``runtimes`` against PyTorch eager fp32 for one model.
 
     Artifacts are built (or fetched from the cache) at batch 1, so every runtime sees identical clips one at a
-    time; runtimes that cannot run here are reported as unavailable rather than skipped silently.
+    time; runtimes that cannot run here are reported as unavailable rather than skipped silently. With
+    ``localize``, a failing onnxruntime row names the first PyTorch module whose output diverges; other runtimes
+    report final outputs only.
     """
     from vcompile.compile import get_target
     from vcompile.zoo import create_model
@@ -108,6 +111,21 @@ def run_parity(model: str, runtimes: list[str], *, precision: str = "fp32", samp
             rows.append(ParityRow(model, info.name, precision, "error", message=str(err),
                                   artifact=str(artifact.file()) if artifact else None))
             continue
-        rows.append(ParityRow(model, info.name, precision, "pass" if agreement.passed else "fail", agreement,
-                              agreement.reason, str(artifact.file()) if artifact else None))
+        row = ParityRow(model, info.name, precision, "pass" if agreement.passed else "fail", agreement,
+                        agreement.reason, str(artifact.file()) if artifact else None)
+        if localize and not agreement.passed:
+            row = _localized(row, reference_model, artifact, inputs, tol, log)
+        rows.append(row)
     return rows
+
+
+def _localized(row: ParityRow, reference_model, artifact, inputs, tol: Tolerance, log) -> ParityRow:
+    """Add where in the network a failing row's mismatch starts (onnxruntime only)."""
+    if row.runtime != "onnxruntime":
+        return replace(row, notes=(*row.notes, f"localization: onnxruntime only; {row.runtime} reports final "
+                                               "outputs"))
+    from vcompile.bench.localize import localize_onnx
+
+    log(f"{row.model}: localizing")
+    found = localize_onnx(reference_model, artifact.file(), inputs[0], tol, scopes_from=artifact.file("exported"))
+    return replace(row, notes=(*row.notes, found.describe()), localization=found.to_dict())

@@ -110,10 +110,18 @@ def run_sweep(cases: list[CaseSpec], out: Path, *, resume: bool = False, timeout
         done = {r.settings_key for r in read_records(out)}
     todo = [c for c in cases if c.settings_key() not in done]
     records = []
+    from vcompile.runtimes import RUNTIMES
+
     for index, case in enumerate(todo):
         if on_start:
             on_start(index, case)
-        record = run_case_isolated(case, timeout_s, on_phase)
+        record = None
+        if RUNTIMES[case.runtime].target is not None and case.mode != "train":
+            # Build in a process of its own, so the measured process's peak memory is the runtime's alone.
+            built = run_case_isolated(replace(case, build_only=True), timeout_s, on_phase)
+            if built.status != "ok" or built.message != "built":
+                record = built
+        record = record or run_case_isolated(case, timeout_s, on_phase)
         append_record(out, record)
         records.append(record)
         if on_record:

@@ -75,6 +75,26 @@ def _weights_identity(weights: str | None) -> str | None:
     return file_sha256(path)
 
 
+def _quick_parity(artifact: Artifact, ctx: BuildContext) -> dict:
+    """Run the build's example through the artifact's runtime, if it can run here, and compare with PyTorch."""
+    from vcompile.bench.metrics import TOLERANCES, compare_logits
+    from vcompile.runtimes import RUNTIMES, load
+
+    availability = RUNTIMES[artifact.manifest["runtime"]].probe()
+    if not availability.can_run:
+        return {"status": "not run", "reason": availability.detail}
+    try:
+        with load(artifact, artifact.manifest["runtime"]) as runner:
+            got = runner.infer(ctx.example.numpy())
+    except VcompileError as err:
+        return {"status": "error", "reason": str(err)}
+    with torch.inference_mode():
+        want = ctx.model(ctx.example).numpy()
+    agreement = compare_logits(want, got, TOLERANCES[ctx.options.precision])
+    return {"status": "pass" if agreement.passed else "fail", "runtime": artifact.manifest["runtime"],
+            **agreement.to_dict()}
+
+
 def build(model: str, target: str, options: BuildOptions | None = None, *, out: str | Path = DEFAULT_OUT,
           force: bool = False, log: Callable[[str], None] | None = None) -> Artifact:
     """Build (or fetch from the cache) one model for one target.
@@ -121,7 +141,7 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         "options": {k: v for k, v in options.to_dict().items() if k != "weights"},
         "weights_sha256": _weights_identity(options.weights),
         "target_versions": tgt.versions(), "zoo_source": source_hash("zoo"),
-        "target_source": source_hash(f"compile/{tgt.name}.py", "compile/base.py"),
+        "target_source": source_hash(f"compile/{tgt.name}.py", "compile/base.py", "compile/rewrites.py"),
         "dependency": dependency.key if dependency else None,
     })
     folder = Path(out) / "builds" / spec.name / tgt.name / key
@@ -161,6 +181,8 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dependency": str(dependency.path) if dependency else None,
     }
+    with ctx.stage("parity"):
+        manifest["parity"] = _quick_parity(Artifact(spec.name, tgt.name, key, staging, manifest), ctx)
     write_manifest(staging, manifest)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)

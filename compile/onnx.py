@@ -67,6 +67,7 @@ class _CastBoundary(nn.Module):
     def __init__(self, model: nn.Module, dtype: torch.dtype):
         super().__init__()
         self.inner, self.dtype = copy.deepcopy(model).to(dtype), dtype
+        self.eval()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.inner(video.to(self.dtype)).float()
@@ -255,6 +256,7 @@ def build(ctx: BuildContext) -> TargetResult:
         started = time.perf_counter()
         try:
             with ctx.stage("export"):
+                model.eval()  # a failed export attempt may leave the module in training mode
                 export_info = export_onnx(model, ctx.example, exported, exporter, OPSET, external)
             with ctx.stage("check"):
                 check_info = check_onnx(exported)

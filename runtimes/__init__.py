@@ -92,7 +92,16 @@ def _probe_tensorrt() -> Availability:
 
 
 def _probe_coreml() -> Availability:
-    ct, why = _import("coremltools")
+    if importlib.util.find_spec("coremltools") is None:
+        ct, why = None, "not installed"
+    else:
+        from vcompile.compile.coreml import import_coremltools  # coremltools warns loudly on import
+
+        ct, why = None, None
+        try:
+            ct = import_coremltools()
+        except Exception as err:  # noqa: BLE001 - a broken install must be reported, whatever it raises
+            why = f"installed but failed to import ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
     if ct is None:
         return Availability(False, False, None, f'coremltools {why}; pip install "vcompile[coreml]"')
     if platform.system() != "Darwin":

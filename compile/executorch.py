@@ -1,0 +1,262 @@
+"""ExecuTorch target: a ``model.pte`` program lowered with the XNNPACK partitioner from ``torch.export``.
+
+Steps: the target's exact module rewrites (`vcompile.compile.rewrites`: XNNPACK has no 3-D convolution or pooling,
+so those become 2-D operators) -> ``torch.export`` at a static input shape (the build batch is baked in) -> graph
+rewrites that keep the program inside XNNPACK (`GRAPH_REWRITES`: attention as bmm + softmax, layer norm as means,
+split as slices before the Edge dialect; then an Edge pass for means over a clip, broadcasts, selects, squeezes,
+zero-padded average pools) -> Edge dialect and XNNPACK partitioning -> ``.pte``. What XNNPACK does not take runs on
+ExecuTorch's portable kernels; the manifest lists it, with the share of the model's FLOPs (convolutions, matrix
+products, attention) that runs in XNNPACK.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vcompile.compile.base import BuildContext, Target, TargetResult
+
+__all__ = ["MODEL_FILE", "GRAPH_REWRITES", "exported_program_from_module", "edge_program_from_exported",
+           "delegation_summary", "pte_from_edge_program", "build", "TARGET"]
+
+MODEL_FILE = "model.pte"
+GRAPH_REWRITES = ("sdpa_as_bmm", "layer_norm_as_means", "split_as_slices", "xnnpack_compat")
+_DELEGATE_CALL = "executorch_call_delegate"
+
+
+def exported_program_from_module(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export`` of the module at the example's (static) shape."""
+    with torch.no_grad():
+        return torch.export.export(model, (example,))
+
+
+def _sdpa_as_bmm(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """Attention as two batched matrix products around a softmax (XNNPACK's bmm and softmax); an additive float
+    mask is added to the scores.
+
+    Without it, the Edge dialect gets PyTorch's math decomposition, whose masking of fully masked rows (``any``,
+    ``where``, ``logical_not`` over the attention matrix) runs on portable kernels and splits the delegate. The one
+    difference: a row whose mask is -inf everywhere gives NaN here and zeros there (no zoo model has one).
+    """
+    if is_causal or dropout_p or enable_gqa or query.dim() < 3 or \
+            (attn_mask is not None and not attn_mask.is_floating_point()):
+        return NotImplemented
+    *batch, length, width = query.shape
+    n, keys, width_v = math.prod(batch), key.shape[-2], value.shape[-1]
+    q = query.reshape(n, length, width) * (scale if scale is not None else 1 / math.sqrt(width))
+    scores = torch.bmm(q, key.reshape(n, keys, width).transpose(1, 2))
+    if attn_mask is not None:
+        scores = (scores.reshape(*batch, length, keys) + attn_mask).reshape(n, length, keys)
+    return torch.bmm(scores.softmax(-1), value.reshape(n, keys, width_v)).reshape(*batch, length, width_v)
+
+
+def _layer_norm_as_means(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    """LayerNorm over the last dimension with means of a (N, 1, 1, C) view (XNNPACK has no layer norm)."""
+    if len(normalized_shape) != 1:
+        return NotImplemented
+    shape, width = input.shape, input.shape[-1]
+    x = input.reshape(-1, 1, 1, width)
+    centred = x - x.mean((2, 3), keepdim=True)
+    var = (centred * centred).mean((2, 3), keepdim=True)
+    out = (centred * torch.rsqrt(var + eps)).reshape(shape)
+    out = out * weight if weight is not None else out
+    return out + bias if bias is not None else out
+
+
+def _split_as_slices(input, split_sizes, dim=0):
+    """``split`` and ``split_with_sizes`` as slices (XNNPACK slices; it has no split)."""
+    size = input.shape[dim]
+    if isinstance(split_sizes, int):
+        split_sizes = [min(split_sizes, size - start) for start in range(0, size, split_sizes)]
+    starts = [sum(split_sizes[:i]) for i in range(len(split_sizes))]
+    return [input.narrow(dim, start, length) for start, length in zip(starts, split_sizes)]
+
+
+def _decompositions() -> dict:
+    aten = torch.ops.aten
+    return {aten.scaled_dot_product_attention.default: _sdpa_as_bmm, aten.layer_norm.default: _layer_norm_as_means,
+            aten.split.Tensor: _split_as_slices, aten.split_with_sizes.default: _split_as_slices}
+
+
+def _xnnpack_compat_pass():
+    """An Edge-dialect pass that rewrites, exactly, ops XNNPACK rejects into ops it takes.
+
+    - ``mean(x, (2, 3, 4))`` of a clip: the mean of its (B, C, T*H, W) view (XNNPACK's global average pooling);
+    - ``full_like(x, v)``: ``full(shape, v)``, which needs no input, so it no longer splits the delegate;
+    - ``avg_pool2d`` counting padding: explicit zero padding, then an unpadded pool;
+    - ``select(x, d, i)``: a slice and a view; ``squeeze`` and ``unsqueeze``: views;
+    - ``expand`` (broadcast): a product with ones (XNNPACK has no broadcast copy; ``x * 1`` is exact).
+    """
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.pass_base import ExportPass
+
+    ops = exir_ops.edge.aten
+    view = ops.view_copy.default
+
+    class XnnpackCompat(ExportPass):
+        def _mean_as_4d(self, x, shape, dims, keep, meta):
+            """Reduced dimensions moved last and viewed as (N, C, reduced, 1), C the last kept dimension: XNNPACK's
+            global average pooling."""
+            call = super().call_operator
+            kept = [d for d in range(len(shape)) if d not in dims]
+            if kept + dims != list(range(len(shape))):
+                x = call(ops.permute_copy.default, (x, kept + dims), {}, meta)
+            lead = [shape[d] for d in kept] or [1]
+            flat = [math.prod(lead[:-1]), lead[-1], math.prod(shape[d] for d in dims), 1]
+            pooled = call(ops.mean.dim, (call(view, (x, flat), {}, meta), [2, 3], True), {}, meta)
+            out = [1 if d in dims else n for d, n in enumerate(shape)] if keep else [shape[d] for d in kept]
+            return call(view, (pooled, out), {}, meta)
+
+        def call_operator(self, op, args, kwargs, meta):
+            call = super().call_operator
+            if op in (ops.mean.dim, ops.full_like.default, ops.avg_pool2d.default, ops.select_copy.int,
+                      ops.squeeze_copy.dims, ops.squeeze_copy.dim, ops.unsqueeze_copy.default, ops.expand_copy.default):
+                shape = list(args[0].to_tensor().shape)
+                if op is ops.mean.dim and kwargs.get("dtype") is None:
+                    rank, keep = len(shape), len(args) > 2 and bool(args[2])
+                    dims = sorted({d % rank for d in args[1]}) if args[1] else list(range(rank))
+                    if not (rank == 4 and dims == [2, 3] and keep):
+                        return self._mean_as_4d(args[0], shape, dims, keep, meta)
+                if op is ops.full_like.default and kwargs.get("memory_format") in (None, torch.preserve_format):
+                    dtype = kwargs.get("dtype") or args[0].to_tensor().dtype
+                    return call(ops.full.default, (shape, args[1]), {"dtype": dtype}, meta)
+                if op is ops.avg_pool2d.default:
+                    defaults = (None, None, [], [0, 0], False, True, None)  # x, kernel, stride, padding, ceil, ...
+                    _, kernel, stride, padding, ceil, count_pad, divisor = (*args, *defaults[len(args):])
+                    if count_pad and any(padding) and not ceil and divisor is None:
+                        ph, pw = (padding * 2)[:2]
+                        padded = call(ops.constant_pad_nd.default, (args[0], [pw, pw, ph, ph], 0.0), {}, meta)
+                        return call(op, (padded, kernel, stride or kernel, [0, 0], False, True), {}, meta)
+                if op is ops.select_copy.int:
+                    dim, index = args[1] % len(shape), args[2] % shape[args[1]]
+                    sliced = call(ops.slice_copy.Tensor, (args[0], dim, index, index + 1, 1), {}, meta)
+                    return call(view, (sliced, shape[:dim] + shape[dim + 1:]), {}, meta)
+                if op is ops.unsqueeze_copy.default:
+                    dim = args[1] % (len(shape) + 1)
+                    return call(view, (args[0], shape[:dim] + [1] + shape[dim:]), {}, meta)
+                if op is ops.expand_copy.default:
+                    sizes = list(args[1])
+                    out = [shape[i - len(sizes) + len(shape)] if n == -1 else n for i, n in enumerate(sizes)]
+                    if out == shape:
+                        return call(view, (args[0], out), {}, meta)
+                    ones = call(ops.full.default, (out, 1.0), {"dtype": args[0].to_tensor().dtype}, meta)
+                    return call(ops.mul.Tensor, (args[0], ones), {}, meta)
+                if op in (ops.squeeze_copy.dims, ops.squeeze_copy.dim):
+                    dims = {d % len(shape) for d in (args[1] if isinstance(args[1], (list, tuple)) else [args[1]])}
+                    return call(view, (args[0], [n for i, n in enumerate(shape) if i not in dims or n != 1]), {},
+                                meta)
+            return call(op, args, kwargs, meta)
+
+    return XnnpackCompat()
+
+
+def edge_program_from_exported(program: torch.export.ExportedProgram):
+    """Attention and layer norm decomposed for XNNPACK, Edge dialect, the compat pass, XNNPACK lowering."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    program = program.run_decompositions(_decompositions())
+    return to_edge_transform_and_lower(program, transform_passes=[_xnnpack_compat_pass()],
+                                       partitioner=[XnnpackPartitioner()])
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    name = getattr(node.target, "__name__", str(node.target))
+    return name.removeprefix("aten.")
+
+
+def _shape(node: Any) -> tuple[int, ...]:
+    val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    return tuple(val.shape) if isinstance(val, torch.Tensor) else ()
+
+
+def _node_flops(node: torch.fx.Node) -> int:
+    """FLOPs (2 per multiply-accumulate) of a convolution, matrix product or attention node; 0 for other ops."""
+    name = _op_name(node).split(".")[0]
+    out = _shape(node)
+    if not out:
+        return 0
+    if name == "convolution":
+        weight = _shape(node.args[1])
+        return 2 * math.prod(out) * math.prod(weight[1:]) if weight else 0
+    if name in ("mm", "bmm", "linear", "addmm"):
+        lhs = _shape(node.args[1] if name == "addmm" else node.args[0])
+        return 2 * math.prod(out) * lhs[-1] if lhs else 0
+    if "scaled_dot_product" in name:
+        q, k, v = (_shape(a) for a in node.args[:3])
+        return 2 * math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1]) if q and k and v else 0
+    return 0
+
+
+def delegation_summary(edge_program) -> dict[str, Any]:
+    """What XNNPACK took and what it left to the portable kernels, from the lowered Edge program's graph."""
+    graph_module = edge_program.exported_program().graph_module
+    delegated, portable = Counter(), Counter()
+    flops = {"delegated": 0, "portable": 0}
+    subgraphs = 0
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.name.startswith("lowered_module"):
+            subgraphs += 1
+            for inner in getattr(graph_module, node.target).original_module.graph.nodes:
+                if inner.op == "call_function" and inner.target.__module__ != "_operator":
+                    delegated[_op_name(inner)] += 1
+                    flops["delegated"] += _node_flops(inner)
+        elif node.op == "call_function" and _DELEGATE_CALL not in _op_name(node) and \
+                getattr(node.target, "__module__", "") != "_operator":  # getitem unpacks outputs
+            portable[_op_name(node)] += 1
+            flops["portable"] += _node_flops(node)
+    total = flops["delegated"] + flops["portable"]
+    return {
+        "delegate": "XnnpackBackend", "delegated_subgraphs": subgraphs,
+        "delegated_ops": sum(delegated.values()), "non_delegated_ops": sum(portable.values()),
+        "non_delegated": dict(portable.most_common()), "delegated_by_op": dict(delegated.most_common()),
+        "gflops_2_per_mac": round(total / 1e9, 4),
+        "delegated_flops_share": round(flops["delegated"] / total, 6) if total else None,
+    }
+
+
+def pte_from_edge_program(edge_program, path: Path) -> int:
+    """Serialise the ExecuTorch program to ``path``; returns its size in bytes."""
+    program = edge_program.to_executorch()
+    path.write_bytes(program.buffer)
+    return path.stat().st_size
+
+
+def build(ctx: BuildContext) -> TargetResult:
+    """Rewrite, export, lower to XNNPACK and write ``model.pte`` (`vcompile.compile.build` then checks parity)."""
+    from vcompile.compile.rewrites import apply_rewrites
+
+    with ctx.stage("rewrite"):
+        model, rewrites = apply_rewrites(ctx.model, "executorch", ctx.example)
+    with ctx.stage("export"):
+        program = exported_program_from_module(model, ctx.example)
+    with ctx.stage("lower"):
+        edge = edge_program_from_exported(program)
+        summary = delegation_summary(edge)
+    with ctx.stage("serialize"):
+        size = pte_from_edge_program(edge, ctx.out_dir / MODEL_FILE)
+    info = {"exporter": "torch.export", "backend": "xnnpack", "static_batch": ctx.options.batch,
+            "rewrites": rewrites, "graph_rewrites": list(GRAPH_REWRITES), **summary, "pte_bytes": size}
+    return TargetResult(files={"model": MODEL_FILE}, info=info)
+
+
+def versions() -> dict[str, str]:
+    return {"executorch": version("executorch")}
+
+
+TARGET = Target(
+    name="executorch",
+    build=build,
+    versions=versions,
+    runtime="executorch",
+    requires=("executorch",),
+    extra="mobile",
+    precisions=("fp32",),
+    aliases=("et", "pte"),
+)

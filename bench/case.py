@@ -29,8 +29,10 @@ class ModeSpec:
 
 MODES = {
     "train": ModeSpec(8, "amp", ("torch",), "one training step: forward, cross-entropy, backward, AdamW step"),
-    "batch": ModeSpec(32, "amp", ("torch", "inductor", "onnxruntime", "tensorrt"), "forward pass, batch 32"),
-    "single": ModeSpec(1, "amp", ("torch", "inductor", "onnxruntime", "tensorrt"), "forward pass, batch 1"),
+    "batch": ModeSpec(32, "amp", ("torch", "inductor", "onnxruntime", "tensorrt", "executorch"),
+                      "forward pass, batch 32"),
+    "single": ModeSpec(1, "amp", ("torch", "inductor", "onnxruntime", "tensorrt", "executorch"),
+                       "forward pass, batch 1"),
     "mobile": ModeSpec(1, "fp32", ("executorch", "ptl", "coreml"), "forward pass, batch 1, fp32, mobile runtimes"),
 }
 

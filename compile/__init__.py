@@ -154,7 +154,10 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
 
     staging = folder.with_name(f"{key}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as err:
+        raise VcompileError(f"cannot write artifacts under {out} ({err.strerror}); choose a writable --out") from None
     started = time.perf_counter()
     ctx = BuildContext(model=None, example=example_input(shape, options.seed), options=options, out_dir=staging,
                        dependency=dependency, log=log, cache_root=Path(out))

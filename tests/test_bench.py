@@ -35,8 +35,8 @@ def test_amp_falls_back_to_fp32_on_cpu():
 
 
 def test_plan_follows_the_protocol():
-    cases = sweep.plan_cases(["x3d-xs"], ["torch", "executorch"], ["train", "single", "mobile"], TINY)
-    assert [(c.runtime, c.mode) for c in cases] == [("torch", "train"), ("torch", "single"), ("executorch", "mobile")]
+    cases = sweep.plan_cases(["x3d-xs"], ["torch", "ptl"], ["train", "single", "mobile"], TINY)
+    assert [(c.runtime, c.mode) for c in cases] == [("torch", "train"), ("torch", "single"), ("ptl", "mobile")]
 
 
 def test_a_case_measures_in_its_own_process(tmp_path):

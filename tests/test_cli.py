@@ -119,3 +119,43 @@ def test_every_command_has_help(cli):
 def test_python_dash_m_and_version(cli):
     result = cli("--version")
     assert result.returncode == 0 and "vcompile" in result.stdout
+
+
+def test_build_bad_inputs_are_one_line_each(cli, tmp_path):
+    _assert_one_line_error(cli("build", "--model", "mvit-z", "--target", "onnx", "--out", str(tmp_path)),
+                           "unknown model 'mvit-z'")
+    _assert_one_line_error(cli("build", "--model", "mvit-s", "--target", "tflite", "--out", str(tmp_path)),
+                           "unknown target 'tflite'")
+    _assert_one_line_error(cli("build", "--model", "x3d-xs", "--target", "onnx", "--tiny", "--weights",
+                               str(tmp_path / "none.pt"), "--out", str(tmp_path)), "weights file not found")
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    _assert_one_line_error(cli("build", "--model", "x3d-xs", "--target", "ptl", "--tiny", "--out",
+                               str(blocked / "sub")), "cannot write artifacts under")
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        _assert_one_line_error(cli("build", "--model", "x3d-xs", "--target", "trt", "--tiny", "--out", str(tmp_path)),
+                               'pip install "vcompile[trt]"')
+
+
+def test_build_prints_one_line_per_artifact_and_hits_the_cache(cli, tmp_path):
+    first = cli("build", "--model", "x3d-xs", "--target", "ptl", "--tiny", "--out", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert "built" in first.stdout and "x3d-xs" in first.stdout and str(tmp_path) in first.stdout
+    again = cli("build", "-m", "x3d-xs", "-t", "ptl", "--tiny", "--out", str(tmp_path), "--format", "json")
+    (cell,) = json.loads(again.stdout)
+    assert cell["status"] == "ok" and cell["cached"] is True and cell["path"].endswith("model.ptl")
+
+
+def test_build_grid_records_failures_and_unavailable_targets(cli, tmp_path):
+    result = cli("build", "--model", "x3d-xs,movinet-a0", "--target", "ptl,tensorrt", "--tiny", "--out", str(tmp_path))
+    grid = json.loads((tmp_path / "build-grid.json").read_text())
+    cells = {(c["model"], c["target"]): c["status"] for c in grid["cells"]}
+    assert cells[("x3d-xs", "ptl")] == "ok" and cells[("movinet-a0", "ptl")] == "ok"
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        assert cells[("x3d-xs", "tensorrt")] == "unavailable"
+        assert result.returncode == 0  # unavailable here is not a failure
+    assert "build grid" in result.stdout

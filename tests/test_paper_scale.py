@@ -1,0 +1,19 @@
+"""Paper-scale checks that take minutes on a CPU (run with -m slow): every model at 1x3x16x224x224 builds for
+onnx and runs in onnxruntime within 1e-4 of PyTorch; the build's own parity check is asserted from its manifest."""
+
+from __future__ import annotations
+
+import pytest
+
+from vcompile.compile import BuildOptions, build
+from vcompile.zoo import list_models
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_paper_scale_onnx_matches_pytorch(name, tmp_path_factory):
+    out = tmp_path_factory.getbasetemp() / "paper-scale-artifacts"
+    artifact = build(name, "onnx", BuildOptions(batch=1), out=out)
+    parity = artifact.manifest["parity"]
+    assert parity["status"] == "pass", parity
+    assert parity["max_abs"] <= 1e-4 and parity["cosine"] >= 0.9999

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from vcompile.bench.parity import run_parity
 from vcompile.compile import BuildOptions, build
 from vcompile.compile.cache import describe_files, write_manifest
-from vcompile.zoo import create_model
+from vcompile.zoo import create_model, list_models
 
 
 def _assert_one_line_error(result, fragment: str) -> None:
@@ -85,3 +85,12 @@ def test_an_unreadable_video_is_one_clear_line(cli, tmp_path):
                                "--out", str(tmp_path)), "cannot decode")
     _assert_one_line_error(cli("parity", "--model", "tsm-r50", "--runtimes", "tensorflow", "--tiny"),
                            "unknown runtime 'tensorflow'")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_tiny_model_passes_parity(name, tmp_path):
+    rows = run_parity(name, ["onnxruntime", "executorch", "ptl"], options=BuildOptions(tiny=True), samples=2,
+                      out=tmp_path)
+    assert [(r.runtime, r.status) for r in rows] == [("onnxruntime", "pass"), ("executorch", "pass"),
+                                                     ("ptl", "pass")], [r.message for r in rows]
+    assert all(r.agreement.top1 == 1.0 and r.agreement.cosine >= 0.9999 for r in rows)

@@ -172,10 +172,13 @@ def _human_bytes(n: int | None) -> str:
 @click.option("--out", type=click.Path(file_okay=False), default="artifacts", show_default=True,
               help="Output folder; artifacts go to OUT/builds/MODEL/TARGET/KEY/.")
 @click.option("--force", is_flag=True, help="Rebuild even when a valid cached artifact exists.")
+@click.option("--explain", is_flag=True,
+              help="List the ops the target will not accelerate (executorch: outside XNNPACK; coreml: placed on the "
+                   "CPU, macOS only), with their PyTorch module and share of the model's FLOPs or cost.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def build(models: str, targets: str, precision: str | None, batch: int, frames: int | None, size: int | None,
           seed: int, weights: str | None, tiny: bool, exporter: str, max_batch: int | None, out: str, force: bool,
-          fmt: str) -> None:
+          explain: bool, fmt: str) -> None:
     """Compile models to deployable artifacts, through a content-addressed cache.
 
     Prints one line per artifact: path, size, build time, and whether it came from the cache. A rebuild with the
@@ -187,6 +190,7 @@ def build(models: str, targets: str, precision: str | None, batch: int, frames: 
     Examples:
       vcompile build --model mvit-s --target coreml
       vcompile build --model all --target onnx,executorch --tiny
+      vcompile build --model swin-t --target executorch --explain
     """
     from dataclasses import asdict
     from pathlib import Path
@@ -199,20 +203,30 @@ def build(models: str, targets: str, precision: str | None, batch: int, frames: 
                            exporter=exporter, max_batch=max_batch)
     console = _console() if fmt == "table" else None
     single = len(names) == 1 and len(target_names) == 1
+    explanations: dict[tuple[str, str], dict] = {}
+
+    def on_explain(model: str, target: str, explanation: dict) -> None:
+        explanations[model, target] = explanation
+        if console:
+            console.print(_explanation_table(model, target, explanation))
+
+    explain_hook = on_explain if explain else None
     with _status(console, "building") as update:
         if single:  # one build: its error is the command's error, in one line
             cells = [single_cell(names[0], target_names[0], options, out=Path(out), force=force, precision=precision,
-                                 log=lambda stage: update(f"{names[0]} -> {target_names[0]}: {stage}"))]
+                                 log=lambda stage: update(f"{names[0]} -> {target_names[0]}: {stage}"),
+                                 explain=explain_hook)]
         else:
             cells = []
             for cell in build_grid(names, target_names, options, out=Path(out), force=force, precision=precision,
-                                   log=lambda m, t, stage: update(f"{m} -> {t}: {stage}")):
+                                   log=lambda m, t, stage: update(f"{m} -> {t}: {stage}"), explain=explain_hook):
                 cells.append(cell)
                 if console:
                     console.print(_cell_line(cell))
             write_grid(cells, options, Path(out))
     if console is None:
-        click.echo(json.dumps([asdict(c) for c in cells], indent=2))
+        rows = [asdict(c) | ({"explain": explanations.get((c.model, c.target))} if explain else {}) for c in cells]
+        click.echo(json.dumps(rows, indent=2))
     elif single:
         console.print(_cell_line(cells[0]))
     else:
@@ -223,6 +237,22 @@ def build(models: str, targets: str, precision: str | None, batch: int, frames: 
         console.print(f"grid written to {Path(out) / 'build-grid.json'}")
     if any(c.status == "failed" for c in cells):
         sys.exit(1)
+
+
+def _explanation_table(model: str, target: str, explanation: dict):
+    """What a target leaves outside its accelerator, as a table (``vcompile build --explain``)."""
+    share = explanation.get("accelerated_share")
+    headline = (f"{model} -> {target}: {share:.1%} of the model in {explanation['accelerator']}"
+                if share is not None else f"{model} -> {target}: placement not known here")
+    rows = [[r["module"], r["op"], str(r["count"]),
+             f"{r['gflops']:.3f}" if "gflops" in r else "",
+             f"{r.get('flops_share', r.get('cost_share', 0.0)):.2%}"] for r in explanation["not_accelerated"]]
+    if explanation.get("rows_omitted"):
+        rows.append([f"... and {explanation['rows_omitted']} smaller rows", "", "", "", ""])
+    if not rows:
+        return f"{headline}; nothing runs outside it" if share is not None else f"{headline}: {explanation['note']}"
+    cost = "FLOP share" if any("gflops" in r for r in explanation["not_accelerated"]) else "cost share"
+    return _table(f"{headline} ({explanation['note']})", ["module", "op", "count", "GFLOPs", cost], rows)
 
 
 def _short(reason: str, limit: int = 60) -> str:
@@ -535,6 +565,11 @@ def doctor(fmt: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn every error into one line and an exit status."""
+    import logging
+
+    # torchao (imported by executorch and coremltools) registers an Enum with torch's pytree, which logs a
+    # deprecation warning on every run; it is about torchao, not about anything the user can change.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     try:
         status = cli.main(args=argv, prog_name="vcompile", standalone_mode=False)
     except click.UsageError as err:

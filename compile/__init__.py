@@ -96,7 +96,8 @@ def _quick_parity(artifact: Artifact, ctx: BuildContext) -> dict:
 
 
 def build(model: str, target: str, options: BuildOptions | None = None, *, out: str | Path = DEFAULT_OUT,
-          force: bool = False, log: Callable[[str], None] | None = None) -> Artifact:
+          force: bool = False, log: Callable[[str], None] | None = None,
+          explain: Callable[[str, str, dict], None] | None = None) -> Artifact:
     """Build (or fetch from the cache) one model for one target.
 
     Args:
@@ -106,6 +107,8 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         out: output folder; artifacts go to ``<out>/builds/<model>/<target>/<key>/``.
         force: rebuild even if a valid cached artifact exists.
         log: called with the name of each stage as it starts (for progress display).
+        explain: called as ``explain(model, target, explanation)`` by targets that accelerate part of a graph
+            (executorch, coreml) with the ops left outside the accelerator; from the manifest on a cache hit.
 
     Raises:
         VcompileError: unknown model or target, unsupported precision, missing package; BuildError when the
@@ -149,6 +152,8 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
     if manifest and not force:
         problem = verify_artifact(folder, manifest)
         if problem is None:
+            if explain and "explain" in manifest["info"]:
+                explain(spec.name, tgt.name, manifest["info"]["explain"])
             return Artifact(spec.name, tgt.name, key, folder, manifest, cached=True)
         log(f"rebuilding: {problem}")
 
@@ -160,7 +165,8 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         raise VcompileError(f"cannot write artifacts under {out} ({err.strerror}); choose a writable --out") from None
     started = time.perf_counter()
     ctx = BuildContext(model=None, example=example_input(shape, options.seed), options=options, out_dir=staging,
-                       dependency=dependency, log=log, cache_root=Path(out))
+                       dependency=dependency, log=log, cache_root=Path(out),
+                       explain=(lambda e: explain(spec.name, tgt.name, e)) if explain else (lambda e: None))
     try:
         with ctx.stage("create model"):
             ctx.model = create_model(spec.name, num_classes=options.num_classes, frames=options.frames,

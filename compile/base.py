@@ -68,6 +68,9 @@ class BuildContext:
     dependency: Artifact | None = None  # the artifact this target builds from (tensorrt: the onnx artifact)
     cache_root: Path = Path("artifacts")  # the output folder; targets keep persistent caches under cache_root/cache
     log: Callable[[str], None] = lambda message: None
+    # Targets that accelerate only part of a graph call this, as soon as they know, with what runs outside the
+    # accelerator (`vcompile build --explain`); the same dict goes into the manifest's info as "explain".
+    explain: Callable[[dict[str, Any]], None] = lambda explanation: None
 
     def stage(self, name: str):
         """Context manager that records how long a build stage took (``with ctx.stage("export"): ...``)."""

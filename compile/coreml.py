@@ -24,7 +24,8 @@ from torch import nn
 from vcompile.compile.base import BuildContext, Target, TargetResult
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "DEPLOYMENT_TARGET", "import_coremltools", "exported_program_from_module",
-           "traced_module_from_module", "largest_tensor", "mlprogram_from_torch", "check_mlpackage", "build", "TARGET"]
+           "traced_module_from_module", "largest_tensor", "mlprogram_from_torch", "check_mlpackage", "compute_placement",
+           "build", "TARGET"]
 
 INPUT_NAME, OUTPUT_NAME = "video", "logits"
 DEPLOYMENT_TARGET = "iOS17"
@@ -145,6 +146,63 @@ def check_mlpackage(path: Path, input_shape: tuple[int, ...], output_shape: tupl
             "constants": consts, "op_histogram": dict(ops.most_common())}
 
 
+PLACEMENT_NOTE = ("Core ML places each op on the CPU, GPU or Neural Engine when a device loads the model; run on "
+                  "macOS 14.4 or later to read that plan (MLComputePlan)")
+
+
+def _module_paths(program) -> dict[str, str]:
+    """Graph node name -> PyTorch module path, from an `ExportedProgram` (Core ML's ops keep those names)."""
+    paths = {}
+    for node in program.graph_module.graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            paths[node.name] = next(reversed(stack.values()))[0]
+    return paths
+
+
+def compute_placement(mlmodel, module_paths: dict[str, str] | None = None, top: int = 25) -> dict[str, Any]:
+    """Where Core ML will run each op of a converted model, and the share of its estimated cost off the CPU.
+
+    Only on macOS 14.4+ (MLComputePlan); elsewhere the explanation says so and gives no share. Shares are Core
+    ML's own per-op cost estimates (fractions of the whole model), not FLOP counts.
+    """
+    import platform
+    import sys
+
+    explanation = {"accelerator": "Neural Engine or GPU", "accelerated_share": None, "not_accelerated": [],
+                   "rows_omitted": 0, "note": PLACEMENT_NOTE}
+    release = tuple(int(p) for p in platform.mac_ver()[0].split(".")[:2] if p.isdigit()) if sys.platform == \
+        "darwin" else ()
+    if release < (14, 4):
+        return explanation
+    ct = import_coremltools()
+    plan = ct.models.compute_plan.MLComputePlan.load_from_path(
+        path=mlmodel.get_compiled_model_path(), compute_units=ct.ComputeUnit.ALL)
+    module_paths = module_paths or {}
+    accelerated, total, rows = 0.0, 0.0, {}
+    for op in plan.model_structure.program.functions["main"].block.operations:
+        if op.operator_name == "const":
+            continue
+        usage = plan.get_compute_device_usage_for_mlprogram_operation(op)
+        cost = plan.get_estimated_cost_for_mlprogram_operation(op)
+        weight = cost.weight if cost else 0.0
+        total += weight
+        device = type(usage.preferred_compute_device).__name__ if usage else "unknown"
+        if device in ("MLGPUComputeDevice", "MLNeuralEngineComputeDevice"):
+            accelerated += weight
+            continue
+        name = op.outputs[0].name if op.outputs else op.operator_name
+        key = (module_paths.get(name, name), op.operator_name)
+        row = rows.setdefault(key, [0, 0.0])
+        row[0], row[1] = row[0] + 1, row[1] + weight
+    ordered = sorted(({"module": m, "op": o, "count": c, "cost_share": round(w / total, 6) if total else 0.0}
+                      for (m, o), (c, w) in rows.items()), key=lambda r: (-r["cost_share"], -r["count"]))
+    explanation.update(accelerated_share=round(accelerated / total, 6) if total else None,
+                       not_accelerated=ordered[:top], rows_omitted=max(0, len(ordered) - top),
+                       note="shares are Core ML's estimated cost per op; ops not accelerated run on the CPU")
+    return explanation
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0][:140]}" if text else type(err).__name__
@@ -158,10 +216,11 @@ def build(ctx: BuildContext) -> TargetResult:
     model, rewrites = apply_rewrites(ctx.model, "coreml")
     shape = tuple(ctx.example.shape)
     precision, fold_limit = ctx.options.precision, largest_tensor(model)
-    mlmodel, frontend, failures = None, None, []
+    mlmodel, frontend, failures, module_paths = None, None, [], {}
     try:
         with ctx.stage("export"):
             program = exported_program_from_module(model, ctx.example)
+            module_paths = _module_paths(program)
         with ctx.stage("convert"):
             mlmodel = mlprogram_from_torch(program, shape, precision, fold_limit)
         frontend = "torch.export"
@@ -185,9 +244,12 @@ def build(ctx: BuildContext) -> TargetResult:
             with torch.no_grad():
                 num_classes = ctx.model(ctx.example).shape[-1]
         facts = check_mlpackage(ctx.out_dir / MODEL_FILE, shape, (shape[0], num_classes))
+    with ctx.stage("placement"):
+        placement = compute_placement(mlmodel, module_paths)
+    ctx.explain(placement)
     info = {"frontend": frontend, "coremltools": ct.__version__, "deployment_target": DEPLOYMENT_TARGET,
             "compute_precision": precision, "format": "mlprogram", "rewrites": rewrites, "fold_limit": fold_limit,
-            **facts}
+            **facts, "explain": placement}
     if failures:
         info["fallback_reason"] = failures[0]
     return TargetResult(files={"model": MODEL_FILE}, info=info)

@@ -194,11 +194,27 @@ def _node_flops(node: torch.fx.Node) -> int:
     return 0
 
 
-def delegation_summary(edge_program) -> dict[str, Any]:
-    """What XNNPACK took and what it left to the portable kernels, from the lowered Edge program's graph."""
+def _module_path(node: torch.fx.Node) -> str:
+    """The PyTorch module a node came from (``blocks.3.attn.proj``), from ``torch.export``'s module stack."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "(model)"
+    path = next(reversed(stack.values()))[0]
+    return path.removeprefix("L['self'].").removeprefix("L__self__.") or "(model)"
+
+
+def delegation_summary(edge_program, top: int = 25) -> dict[str, Any]:
+    """What XNNPACK took and what it left to the portable kernels, from the lowered Edge program's graph.
+
+    ``explain`` lists the operators left to the portable kernels, grouped by PyTorch module and op, largest FLOP
+    share first (at most ``top`` rows; ``explain_rows_omitted`` counts the rest). FLOPs count convolutions,
+    matrix products and attention at 2 per multiply-accumulate, the convention of the zoo's GFLOPs; element-wise
+    ops count 0, so a share of 0 means the op moves memory but does little arithmetic.
+    """
     graph_module = edge_program.exported_program().graph_module
     delegated, portable = Counter(), Counter()
     flops = {"delegated": 0, "portable": 0}
+    by_module: dict[tuple[str, str], list[int]] = {}
     subgraphs = 0
     for node in graph_module.graph.nodes:
         if node.op == "get_attr" and node.name.startswith("lowered_module"):
@@ -209,15 +225,26 @@ def delegation_summary(edge_program) -> dict[str, Any]:
                     flops["delegated"] += _node_flops(inner)
         elif node.op == "call_function" and _DELEGATE_CALL not in _op_name(node) and \
                 getattr(node.target, "__module__", "") != "_operator":  # getitem unpacks outputs
-            portable[_op_name(node)] += 1
-            flops["portable"] += _node_flops(node)
+            op, cost = _op_name(node), _node_flops(node)
+            portable[op] += 1
+            flops["portable"] += cost
+            row = by_module.setdefault((_module_path(node), op), [0, 0])
+            row[0], row[1] = row[0] + 1, row[1] + cost
     total = flops["delegated"] + flops["portable"]
+    rows = sorted(({"module": module, "op": op, "count": count, "gflops": round(cost / 1e9, 4),
+                    "flops_share": round(cost / total, 6) if total else 0.0}
+                   for (module, op), (count, cost) in by_module.items()),
+                  key=lambda r: (-r["gflops"], -r["count"], r["module"], r["op"]))
     return {
         "delegate": "XnnpackBackend", "delegated_subgraphs": subgraphs,
         "delegated_ops": sum(delegated.values()), "non_delegated_ops": sum(portable.values()),
         "non_delegated": dict(portable.most_common()), "delegated_by_op": dict(delegated.most_common()),
         "gflops_2_per_mac": round(total / 1e9, 4),
         "delegated_flops_share": round(flops["delegated"] / total, 6) if total else None,
+        "explain": {"accelerator": "XNNPACK", "accelerated_share": round(flops["delegated"] / total, 6)
+                    if total else None, "gflops": round(total / 1e9, 4), "not_accelerated": rows[:top],
+                    "rows_omitted": max(0, len(rows) - top),
+                    "note": "ops outside the XNNPACK delegate run on ExecuTorch's portable kernels"},
     }
 
 
@@ -239,6 +266,7 @@ def build(ctx: BuildContext) -> TargetResult:
     with ctx.stage("lower"):
         edge = edge_program_from_exported(program)
         summary = delegation_summary(edge)
+    ctx.explain(summary["explain"])  # before serializing, for --explain
     with ctx.stage("serialize"):
         size = pte_from_edge_program(edge, ctx.out_dir / MODEL_FILE)
     info = {"exporter": "torch.export", "backend": "xnnpack", "static_batch": ctx.options.batch,

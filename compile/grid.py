@@ -44,19 +44,21 @@ def expand_targets(spec: str) -> list[str]:
 
 
 def single_cell(model: str, target: str, options: BuildOptions, *, out: Path, force: bool = False,
-                precision: str | None = None, log: Callable[[str], None] | None = None) -> GridCell:
+                precision: str | None = None, log: Callable[[str], None] | None = None,
+                explain: Callable[[str, str, dict], None] | None = None) -> GridCell:
     """Build one model for one target; unlike `build_grid`, errors propagate (one build, one error)."""
     tgt = get_target(target)
     started = time.perf_counter()
     artifact = build(model, tgt.name, replace(options, precision=precision or tgt.default_precision), out=out,
-                     force=force, log=log)
+                     force=force, log=log, explain=explain)
     return GridCell(artifact.model, artifact.target, "ok", path=str(artifact.file()), bytes=artifact.size_bytes,
                     seconds=round(time.perf_counter() - started, 2), cached=artifact.cached)
 
 
 def build_grid(models: list[str], targets: list[str], options: BuildOptions, *, out: Path, force: bool = False,
                precision: str | None = None,
-               log: Callable[[str, str, str], None] | None = None) -> Iterator[GridCell]:
+               log: Callable[[str, str, str], None] | None = None,
+               explain: Callable[[str, str, dict], None] | None = None) -> Iterator[GridCell]:
     """Build every model for every target, yielding one `GridCell` per pair as soon as it is known.
 
     ``precision`` overrides ``options.precision``; None builds each target at its default precision
@@ -75,7 +77,8 @@ def build_grid(models: list[str], targets: list[str], options: BuildOptions, *, 
             started = time.perf_counter()
             try:
                 yield single_cell(model, target, options, out=out, force=force, precision=precision,
-                                  log=(lambda stage, m=model, t=target: log(m, t, stage)) if log else None)
+                                  log=(lambda stage, m=model, t=target: log(m, t, stage)) if log else None,
+                                  explain=explain)
             except MissingDependencyError as err:
                 yield GridCell(model, target, "unavailable", str(err))
             except VcompileError as err:

@@ -8,6 +8,11 @@ process. Programs have a static input shape: the batch they were built for.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+
 import numpy as np
 import torch
 
@@ -25,6 +30,27 @@ def set_threadpool_size(threads: int) -> int:
     return portable_lib._threadpool_get_thread_count()
 
 
+# ExecuTorch's CPU probe logs these on every x86 machine (it looks for ARM's identification files); they say nothing.
+_NOISE = ("[cpuinfo_utils.cpp",)
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+    """Run native code with file descriptor 2 captured, then pass on what it wrote except `_NOISE` lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not line.startswith(_NOISE)))
+
+
 class ExecuTorchRunner(Runner):
     """Runs an executorch `Artifact` (``model.pte``) on the CPU."""
 
@@ -37,11 +63,12 @@ class ExecuTorchRunner(Runner):
             raise RunnerError(f"the {self.name} runtime runs on the CPU here, not on {self.device}")
         if self.precision != "fp32":
             raise RunnerError(f"the {self.name} runtime runs fp32 programs, not {self.precision}")
-        if self.threads:
-            set_threadpool_size(self.threads)
-        self.input_shape = tuple(self.source.input_shape)
-        self.program = Runtime.get().load_program(self.source.file())
-        self.method = self.program.load_method("forward")
+        with _filtered_stderr():
+            if self.threads:
+                set_threadpool_size(self.threads)
+            self.input_shape = tuple(self.source.input_shape)
+            self.program = Runtime.get().load_program(self.source.file())
+            self.method = self.program.load_method("forward")
         if self.method is None:
             raise RunnerError(f"{self.source.file()} has no 'forward' method")
 

@@ -159,3 +159,21 @@ def test_build_grid_records_failures_and_unavailable_targets(cli, tmp_path):
         assert cells[("x3d-xs", "tensorrt")] == "unavailable"
         assert result.returncode == 0  # unavailable here is not a failure
     assert "build grid" in result.stdout
+
+
+def test_build_explain_lists_what_each_target_leaves_unaccelerated(cli, tmp_path):
+    pytest.importorskip("executorch.exir", reason="the executorch target needs executorch (vcompile[mobile])")
+    pytest.importorskip("coremltools", reason="the coreml target needs coremltools (vcompile[coreml])")
+    result = cli("build", "-m", "x3d-xs", "-t", "executorch,coreml", "--tiny", "--explain", "--format", "json",
+                 "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    cells = {c["target"]: c for c in json.loads(result.stdout)}
+    et, coreml = cells["executorch"]["explain"], cells["coreml"]["explain"]
+    assert et["accelerator"] == "XNNPACK" and et["accelerated_share"] == 1.0 and et["not_accelerated"] == []
+    import sys
+
+    if sys.platform != "darwin":  # Core ML decides placement on the device; off macOS it is not known
+        assert coreml["accelerated_share"] is None and "macOS 14.4" in coreml["note"]
+    table = cli("build", "-m", "x3d-xs", "-t", "executorch", "--tiny", "--explain", "--out", str(tmp_path))
+    assert "x3d-xs -> executorch: 100.0% of the model in XNNPACK; nothing runs outside it" in table.stdout
+    assert "cached" in table.stdout and "cpuinfo" not in table.stderr

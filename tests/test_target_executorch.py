@@ -48,6 +48,39 @@ def test_executorch_matches_pytorch(name, out):
     assert info["non_delegated_ops"] == sum(info["non_delegated"].values())
     assert info["delegated_flops_share"] >= 0.9, info["non_delegated"]
     assert not any(op.startswith("convolution") for op in info["non_delegated"]), info["non_delegated"]
+    explained = info["explain"]  # what `vcompile build --explain` prints
+    assert explained["accelerated_share"] == info["delegated_flops_share"]
+    listed = sum(row["count"] for row in explained["not_accelerated"])
+    assert listed <= info["non_delegated_ops"] and (listed == 0) == (info["non_delegated_ops"] == 0)
+    assert all(row["module"] and row["op"] in info["non_delegated"] for row in explained["not_accelerated"])
+
+
+def test_explain_names_the_module_and_flop_share_left_outside_xnnpack():
+    """Lowered without the Conv3d rewrite, the 3-D convolution stays on the portable kernels: the explanation
+    names its module and gives its exact share of the FLOPs."""
+    from vcompile.compile.executorch import delegation_summary, edge_program_from_exported, \
+        exported_program_from_module
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3, padding=1))
+            self.head = torch.nn.Linear(4, 5)
+
+        def forward(self, x):
+            return self.head(self.stem(x).mean((2, 3, 4)))
+
+    clip = tiny_clip(batch=1)
+    edge = edge_program_from_exported(exported_program_from_module(Net().eval(), clip))
+    explained = delegation_summary(edge)["explain"]
+    conv_flops = 2 * (4 * 4 * 64 * 64) * (3 * 27)
+    total = conv_flops + 2 * 4 * 5
+    (conv,) = [row for row in explained["not_accelerated"] if row["op"].startswith("convolution")]
+    assert conv["module"] == "stem.0" and conv["count"] == 1
+    assert conv["gflops"] == round(conv_flops / 1e9, 4)
+    assert conv["flops_share"] == pytest.approx(conv_flops / total, abs=1e-6)
+    assert explained["accelerated_share"] == pytest.approx(1 - conv_flops / total, abs=1e-6)
+    assert explained["not_accelerated"][0] is conv  # largest share first
 
 
 def test_runner_checks_shape_and_sets_threads(out):

@@ -24,8 +24,8 @@ from torch import nn
 from vcompile.compile.base import BuildContext, Target, TargetResult
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "DEPLOYMENT_TARGET", "import_coremltools", "exported_program_from_module",
-           "traced_module_from_module", "largest_tensor", "mlprogram_from_torch", "check_mlpackage", "compute_placement",
-           "build", "TARGET"]
+           "traced_module_from_module", "largest_tensor", "mlprogram_from_torch", "check_mlpackage",
+           "compute_placement", "build", "TARGET"]
 
 INPUT_NAME, OUTPUT_NAME = "video", "logits"
 DEPLOYMENT_TARGET = "iOS17"

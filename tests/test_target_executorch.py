@@ -58,8 +58,7 @@ def test_executorch_matches_pytorch(name, out):
 def test_explain_names_the_module_and_flop_share_left_outside_xnnpack():
     """Lowered without the Conv3d rewrite, the 3-D convolution stays on the portable kernels: the explanation
     names its module and gives its exact share of the FLOPs."""
-    from vcompile.compile.executorch import delegation_summary, edge_program_from_exported, \
-        exported_program_from_module
+    from vcompile.compile.executorch import delegation_summary, edge_program_from_exported, exported_program_from_module
 
     class Net(torch.nn.Module):
         def __init__(self):

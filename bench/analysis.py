@@ -20,7 +20,8 @@ from vcompile.errors import VcompileError
 
 __all__ = ["Device", "Series", "LatencyRow", "AverageRow", "SummaryPoint", "PAPER_MODES", "CATEGORY_COLOURS",
            "category_of", "model_sort_key", "device_of", "series_of", "measured", "relative_latencies",
-           "average_over_devices", "paper_records", "memory_table", "summary_points", "spearman"]
+           "average_over_devices", "paper_records", "memory_table", "summary_points", "spearman", "SpeedupRow",
+           "runtime_speedups"]
 
 PAPER_MODES = ("train", "batch", "single")  # the modes the summary averages, measured with native PyTorch
 CATEGORY_COLOURS = {"stand-alone attention": "#1f77b4", "composite transformer": "#ff7f0e",
@@ -99,6 +100,22 @@ class SummaryPoint:
     relative: float
     modes: tuple[str, ...]
     accuracy: float
+
+
+@dataclass(frozen=True)
+class SpeedupRow:
+    """One model on one machine: a runtime (in a mode) against PyTorch eager, both at batch 1 and one precision.
+
+    ``speedup`` is eager's mean latency over the runtime's (above 1: the runtime is faster).
+    """
+
+    machine: str  # the CPU or GPU the two records share (the mobile CPU proxy is this machine's CPU)
+    precision: str
+    model: str
+    column: str  # "onnxruntime · single", "executorch · mobile", ...
+    eager_ms: float
+    mean_ms: float
+    speedup: float
 
 
 @cache
@@ -245,3 +262,22 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
     sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
     sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
     return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
+
+
+def runtime_speedups(records: Iterable[Record]) -> list[SpeedupRow]:
+    """Every batch-1 runtime measurement against PyTorch eager's single-instance mean on the same machine, at the
+    same precision: which runtime to ship, per model. Models without an eager record are left out."""
+    means: dict[tuple, list[float]] = defaultdict(list)
+    for r in measured(records):
+        if r.batch == 1 and r.mode in ("single", "mobile"):
+            machine = device_of(r).name + ("" if r.device == "cpu" else f" ({r.device})")
+            means[(machine, r.precision, r.model, r.runtime, r.mode)].append(r.mean_ms)
+    rows = []
+    for (machine, precision, model, runtime, mode), values in means.items():
+        eager = means.get((machine, precision, model, "torch", "single"))
+        if not eager or (runtime, mode) == ("torch", "single"):
+            continue
+        eager_ms, mean_ms = mean(eager), mean(values)
+        rows.append(SpeedupRow(machine, precision, model, f"{runtime} · {mode}", eager_ms, mean_ms,
+                               eager_ms / mean_ms if mean_ms > 0 else float("inf")))
+    return sorted(rows, key=lambda r: (r.machine, r.precision, model_sort_key(r.model), r.column))

@@ -16,7 +16,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 
 from vcompile.bench.analysis import (
     PAPER_MODES,
@@ -33,6 +33,7 @@ from vcompile.bench.analysis import (
     model_sort_key,
     paper_records,
     relative_latencies,
+    runtime_speedups,
     series_of,
     spearman,
     summary_points,
@@ -197,6 +198,29 @@ def _summary_section(doc: _Doc, points: list[SummaryPoint], records: list[Record
                 paper_accuracy(p.model, "ssv2"), paper_accuracy(p.model, "ek100")] for p in points])
     if missing:
         doc.para("Left out (no accuracy in the paper): " + ", ".join(missing) + ".")
+
+
+def _speedup_section(doc: _Doc, records: list[Record]) -> None:
+    rows = runtime_speedups(records)
+    if not rows:
+        return
+    doc.heading(2, "Runtimes against PyTorch eager (batch 1)")
+    doc.para("Mean latency in ms of each runtime and mode, with its speedup over PyTorch eager in single-instance "
+             "mode on the same machine at the same precision (eager's time over the runtime's: above 1x is "
+             "faster). The last rows give each column's median speedup and how many models ran slower than eager.")
+    for (machine, precision), group in _by_key(rows, lambda r: (r.machine, r.precision)).items():
+        columns = sorted({r.column for r in group})
+        cells = {(r.model, r.column): r for r in group}
+        models = sorted({r.model for r in group}, key=model_sort_key)
+        doc.heading(3, f"{machine}, {precision}")
+        table = [[m, category_of(m), _ms(next(r.eager_ms for r in group if r.model == m)),
+                  *(f"{_ms(c.mean_ms)} ({c.speedup:.2f}x)" if (c := cells.get((m, col))) else "-" for col in columns)]
+                 for m in models]
+        by_column = {col: [r.speedup for r in group if r.column == col] for col in columns}
+        table.append(["median speedup", "", "", *(f"{median(by_column[col]):.2f}x" for col in columns)])
+        table.append(["slower than eager", "", "",
+                      *(f"{sum(v < 1 for v in by_column[col])} of {len(by_column[col])}" for col in columns)])
+        doc.table(["model", "category", "torch · single (ms)", *columns], table)
 
 
 def _memory_section(doc: _Doc, records: list[Record]) -> None:
@@ -398,6 +422,7 @@ def write_report(result_files: list[Path], out_dir: Path, build_grid: Path | Non
                  "smoke test of the pipeline, not the paper's models; their figures say nothing about the paper's.")
     _latency_sections(doc, rows, averages, out_dir, written)
     _summary_section(doc, summary_points(averages, records), records, out_dir, written)
+    _speedup_section(doc, records)
     _memory_section(doc, records)
     _flops_section(doc, records, out_dir, written)
     _failure_section(doc, records)

@@ -17,6 +17,7 @@ from vcompile.bench.report import (
     average_over_devices,
     memory_table,
     relative_latencies,
+    runtime_speedups,
     summary_points,
     write_report,
 )
@@ -167,6 +168,14 @@ def test_report_files_and_csv(report):
     assert float(memory[(GPU.label, "train", "vtn-eff")]["peak_device_mb"]) == 2000.0
 
 
+def test_runtime_speedups_compare_batch_1_runtimes_with_eager_on_the_same_machine(records):
+    rows = runtime_speedups(records)
+    # only the CPU has a runtime besides eager; mobile executorch is compared with eager single on that CPU
+    assert {(r.machine, r.precision, r.column) for r in rows} == {(CPU.name, "fp32", "executorch · mobile")}
+    speedups = {r.model: round(r.speedup, 3) for r in rows}
+    assert speedups == {"x3d-xs": round(50 / 30, 3), "mvit-s": round(25 / 90, 3), "vtn-eff": round(100 / 60, 3)}
+
+
 def test_markdown_lists_tables_failures_grids_and_environment(report):
     out, written = report
     text = written["report.md"].read_text()
@@ -180,6 +189,8 @@ def test_markdown_lists_tables_failures_grids_and_environment(report):
     assert "pass 2.5e-06" in text and "cosine 0.98 below 0.9999" in text
     assert "abc123" in text and "550.54, 12.8" in text and "| torch | 2.14.1 | 2.14.1 |" in text
     assert "Left out (no accuracy in the paper): mvit-s." in text
+    assert "| mvit-s | attention-only | 25 | 90 (0.28x) |" in text
+    assert "| median speedup |  |  | 1.67x |" in text and "| slower than eager |  |  | 1 of 3 |" in text
 
 
 def test_html_is_self_contained_and_deterministic(report, results, tmp_path):

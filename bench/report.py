@@ -109,6 +109,12 @@ class _Doc:
                 f"<style>{style}</style></head>\n<body>\n" + "\n".join(out) + "\n</body>\n</html>\n")
 
 
+def _runs_phrase(records: list[Record]) -> str:
+    """'1 warm-up and 10 timed runs per case', or the range when the files differ."""
+    pairs = sorted({(r.warmup, r.iters) for r in records if r.status == "ok"})
+    return " or ".join(f"{w} warm-up and {n} timed runs" for w, n in pairs) + " per case"
+
+
 def _ms(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
@@ -415,8 +421,8 @@ def write_report(result_files: list[Path], out_dir: Path, build_grid: Path | Non
     doc.heading(1, "vcompile report")
     devices = sorted({device_of(r) for r in records}, key=Device.sort_key)
     doc.para(f"{len(records)} records from {len(by_file)} results file(s), {len(devices)} device(s): "
-             + "; ".join(d.label for d in devices) + ". Latency is the mean over the timed runs (10 warm-up and "
-             "100 timed runs unless a time budget stopped a case earlier, see the notes below).")
+             + "; ".join(d.label for d in devices) + ". Latency is the mean over the timed runs ("
+             + _runs_phrase(records) + ", unless a time budget stopped a case earlier: see the notes below).")
     if any(r.tiny for r in records):
         doc.para("Series marked 'tiny variants' measured the test-size models (4 frames, 64 px, 10 classes): a "
                  "smoke test of the pipeline, not the paper's models; their figures say nothing about the paper's.")

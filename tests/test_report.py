@@ -189,6 +189,7 @@ def test_markdown_lists_tables_failures_grids_and_environment(report):
     assert "pass 2.5e-06" in text and "cosine 0.98 below 0.9999" in text
     assert "abc123" in text and "550.54, 12.8" in text and "| torch | 2.14.1 | 2.14.1 |" in text
     assert "Left out (no accuracy in the paper): mvit-s." in text
+    assert "Latency is the mean over the timed runs (10 warm-up and 100 timed runs per case, unless" in text
     assert "| mvit-s | attention-only | 25 | 90 (0.28x) |" in text
     assert "| median speedup |  |  | 1.67x |" in text and "| slower than eager |  |  | 1 of 3 |" in text
 

@@ -407,6 +407,9 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
               help="Kill a case (building included) after this long and record it as a timeout.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for every runtime [default: all usable cores].")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Time each case in this many fresh processes and merge them into one record (each process's "
+                   "mean is kept): on machines where latency varies between processes, as on small VMs.")
 @click.option("--tiny", is_flag=True, help="Benchmark the tiny test variants (for smoke tests).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--artifacts", type=click.Path(file_okay=False), default="artifacts", show_default=True,
@@ -415,8 +418,8 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
               help="Results file (JSON lines, appended).")
 @click.option("--resume", is_flag=True, help="Skip cases already in --out with the same settings.")
 def bench(models: str, runtimes: str, modes: str, device: str, precision: str | None, batch: int | None,
-          warmup: int, iters: int, budget_s: float | None, timeout_s: float, threads: int | None, tiny: bool,
-          seed: int, artifacts: str, out: str, resume: bool) -> None:
+          warmup: int, iters: int, budget_s: float | None, timeout_s: float, threads: int | None, processes: int,
+          tiny: bool, seed: int, artifacts: str, out: str, resume: bool) -> None:
     """Measure latency and peak memory with the paper's protocol.
 
     Each case (model x runtime x mode) runs in its own process with a timeout, so a crash, a hang or an
@@ -462,7 +465,7 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
         runtime_list = [resolve_runtime(r).name for r in runtimes.split(",") if r.strip()]
     base = CaseSpec(model="", runtime="", mode="", device=device, precision=precision, batch=batch,
                     threads=threads or len(os.sched_getaffinity(0)), warmup=warmup, iters=iters, budget_s=budget_s,
-                    seed=seed, tiny=tiny, out=artifacts)
+                    seed=seed, tiny=tiny, out=artifacts, processes=processes)
     cases = plan_cases(names, runtime_list, mode_list, base)
     if not cases:
         raise VcompileError(f"no case to run: none of the runtimes {', '.join(runtime_list) or '(none)'} applies to "

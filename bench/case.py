@@ -57,9 +57,11 @@ class CaseSpec:
     size: int | None = None
     out: str = "artifacts"
     build_only: bool = False  # only build the artifact into the cache (a separate process from the measurement)
+    processes: int = 1  # fresh processes that each time `iters` runs (the sweep merges them into one record)
 
     def settings_key(self) -> str:
-        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "budget_s", "build_only")}
+        skip = ("out", "budget_s", "build_only") + (("processes",) if self.processes == 1 else ())
+        keep = {k: v for k, v in asdict(self).items() if k not in skip}  # one process: the key of older records
         return json.dumps(keep, sort_keys=True)
 
 

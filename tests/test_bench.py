@@ -82,6 +82,19 @@ def test_a_killed_sweep_resumes_without_losing_or_duplicating(tmp_path, monkeypa
     assert again == [] and skipped == 2
 
 
+def test_a_case_can_be_timed_in_several_processes(tmp_path):
+    out = tmp_path / "results.jsonl"
+    case = CaseSpec(**{**TINY.__dict__, "processes": 2})
+    (record,), _ = sweep.run_sweep([case], out)
+    assert record.status == "ok" and record.iters_timed == 6 and len(record.process_means_ms) == 2
+    halves = (record.latencies_ms[:3], record.latencies_ms[3:])
+    assert record.process_means_ms == pytest.approx([np.mean(h) for h in halves], rel=1e-3)
+    assert record.mean_ms == pytest.approx(np.mean(record.latencies_ms), rel=1e-3)
+    assert read_records(out)[0].process_means_ms == record.process_means_ms
+    # one process keeps the settings key of records written before the option existed
+    assert "processes" not in json.loads(TINY.settings_key()) and case.settings_key() != TINY.settings_key()
+
+
 def test_records_round_trip_and_bad_files(tmp_path):
     path = tmp_path / "r.jsonl"
     record = Record(model="x3d-xs", runtime="torch", mode="single", status="ok", precision="fp32", batch=1,

@@ -14,6 +14,7 @@ from vcompile.bench.analysis import (
     Device,
     LatencyRow,
     Series,
+    SpeedupRow,
     SummaryPoint,
     category_of,
     device_of,
@@ -23,7 +24,7 @@ from vcompile.bench.analysis import (
 )
 from vcompile.bench.records import Record
 
-__all__ = ["plot_relative", "plot_flops", "plot_summary"]
+__all__ = ["plot_relative", "plot_flops", "plot_summary", "plot_speedups"]
 
 _MARKERS = "osD^v<>ph*X"
 
@@ -141,9 +142,41 @@ def plot_summary(points: list[SummaryPoint], path: Path) -> Path:
         _log_scale(ax, "x", values)
     ax.set_ylim(-0.05, 1.1)
     ax.margins(x=0.15)
-    ax.set_xlabel("relative latency, averaged over training, batch and single-instance inference (fastest = 1.0)")
+    names = {"train": "training", "batch": "batch", "single": "single-instance"}
+    modes = [names.get(m, m) for m in dict.fromkeys(m for p in points for m in p.modes)]
+    over = f"averaged over {', '.join(modes[:-1])} and {modes[-1]}" if len(modes) > 1 else f"{modes[0]} only"
+    ax.set_xlabel(f"relative latency, {over} (fastest = 1.0)")
     ax.set_ylabel("accuracy, min-max normalised, mean of SSV2 and EK100")
     ax.set_title("speed against accuracy (accuracy as reported by the paper)", fontsize=10)
     ax.grid(True, lw=0.4, alpha=0.5)
     _legend_outside(ax, _category_handles(p.model for p in points))
+    return _save(fig, path)
+
+
+def plot_speedups(rows: list[SpeedupRow], title: str, path: Path) -> Path:
+    """Speedup over PyTorch eager per model, one bar per runtime column, on a log axis centred on 1x."""
+    columns = sorted({r.column for r in rows})
+    models = sorted({r.model for r in rows}, key=model_sort_key)
+    cells = {(r.model, r.column): r.speedup for r in rows}
+    fig, ax = _figure(0.9 + 0.32 * len(models) * max(1, len(columns)) ** 0.5)
+    height = 0.8 / len(columns)
+    for index, column in enumerate(columns):
+        ys = [i + (index - (len(columns) - 1) / 2) * height for i in range(len(models))]
+        values = [cells.get((m, column), float("nan")) for m in models]
+        ax.barh(ys, [v - 1 for v in values], left=1, height=height, label=column, zorder=3)
+    ax.axvline(1.0, color="#222", lw=0.8, zorder=4)
+    ax.set_xscale("log")
+    spread = [r.speedup for r in rows]
+    low, high = min(min(spread), 1.0) / 1.15, max(max(spread), 1.0) * 1.15
+    ax.set_xlim(low, high)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if high / low < 8 else ""))
+    ax.set_yticks(range(len(models)), models, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup over PyTorch eager at batch 1 (eager's mean / the runtime's; right of 1x is faster)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, axis="x", which="both", lw=0.4, alpha=0.5)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)

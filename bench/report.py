@@ -13,6 +13,7 @@ import base64
 import csv
 import html
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,7 +40,7 @@ from vcompile.bench.analysis import (
     summary_points,
 )
 from vcompile.bench.paper import paper_accuracy
-from vcompile.bench.plots import plot_flops, plot_relative, plot_summary
+from vcompile.bench.plots import plot_flops, plot_relative, plot_speedups, plot_summary
 from vcompile.bench.records import Record, read_records
 from vcompile.errors import VcompileError
 
@@ -206,7 +207,7 @@ def _summary_section(doc: _Doc, points: list[SummaryPoint], records: list[Record
         doc.para("Left out (no accuracy in the paper): " + ", ".join(missing) + ".")
 
 
-def _speedup_section(doc: _Doc, records: list[Record]) -> None:
+def _speedup_section(doc: _Doc, records: list[Record], out_dir: Path, written: dict[str, Path]) -> None:
     rows = runtime_speedups(records)
     if not rows:
         return
@@ -219,6 +220,9 @@ def _speedup_section(doc: _Doc, records: list[Record]) -> None:
         cells = {(r.model, r.column): r for r in group}
         models = sorted({r.model for r in group}, key=model_sort_key)
         doc.heading(3, f"{machine}, {precision}")
+        name = "speedup-" + re.sub(r"[^a-z0-9]+", "-", f"{machine} {precision}".lower()).strip("-") + ".png"
+        written[name] = plot_speedups(group, f"{machine}, {precision}", out_dir / name)
+        doc.image(written[name], f"speedup over PyTorch eager, {machine}, {precision}")
         table = [[m, category_of(m), _ms(next(r.eager_ms for r in group if r.model == m)),
                   *(f"{_ms(c.mean_ms)} ({c.speedup:.2f}x)" if (c := cells.get((m, col))) else "-" for col in columns)]
                  for m in models]
@@ -428,7 +432,7 @@ def write_report(result_files: list[Path], out_dir: Path, build_grid: Path | Non
                  "smoke test of the pipeline, not the paper's models; their figures say nothing about the paper's.")
     _latency_sections(doc, rows, averages, out_dir, written)
     _summary_section(doc, summary_points(averages, records), records, out_dir, written)
-    _speedup_section(doc, records)
+    _speedup_section(doc, records, out_dir, written)
     _memory_section(doc, records)
     _flops_section(doc, records, out_dir, written)
     _failure_section(doc, records)

@@ -192,6 +192,8 @@ def test_markdown_lists_tables_failures_grids_and_environment(report):
     assert "Latency is the mean over the timed runs (10 warm-up and 100 timed runs per case, unless" in text
     assert "| mvit-s | attention-only | 25 | 90 (0.28x) |" in text
     assert "| median speedup |  |  | 1.67x |" in text and "| slower than eager |  |  | 1 of 3 |" in text
+    speedup_png = written["speedup-intel-xeon-gold-6338-host-b-fp32.png"]
+    assert speedup_png.read_bytes().startswith(PNG_SIGNATURE) and f"]({speedup_png.name})" in text
 
 
 def test_html_is_self_contained_and_deterministic(report, results, tmp_path):

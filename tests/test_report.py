@@ -154,7 +154,8 @@ def test_report_files_and_csv(report):
     out, written = report
     pngs = sorted(name for name in written if name.endswith(".png"))
     assert pngs == ["flops-mobile.png", "flops-single.png", "flops-train.png", "relative-mobile-executorch-fp32.png",
-                    "relative-single-torch-amp.png", "relative-train-torch-amp.png", "summary.png"]
+                    "relative-single-torch-amp.png", "relative-train-torch-amp.png",
+                    "speedup-intel-xeon-gold-6338-host-b-fp32.png", "summary.png"]
     for name in pngs:
         data = written[name].read_bytes()
         assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 5000
@@ -200,7 +201,7 @@ def test_html_is_self_contained_and_deterministic(report, results, tmp_path):
     out, written = report
     page = written["report.html"].read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 7 and all(base64.b64decode(i)[:8] == PNG_SIGNATURE for i in images)
+    assert len(images) == 8 and all(base64.b64decode(i)[:8] == PNG_SIGNATURE for i in images)
     assert "src=\"http" not in page and ".png\"" not in page
     again = write_report(results, tmp_path, build_grid=None)
     assert again["relative-train-torch-amp.png"].read_bytes() == written["relative-train-torch-amp.png"].read_bytes()

@@ -28,9 +28,10 @@ def main(grid_path: str) -> None:
         info = manifest.get("info", {})
         share = info.get("delegated_flops_share")
         outside = ", ".join(f"{op} x{n}" for op, n in info.get("non_delegated", {}).items()) or "none"
-        max_abs, cosine = parity.get("max_abs", float("nan")), parity.get("cosine", float("nan"))
+        max_abs, cosine = parity.get("max_abs"), parity.get("cosine")
+        max_abs, cosine = ("-", "-") if max_abs is None else (f"{max_abs:.2e}", f"{cosine:.6f}")
         print(f"| {cell['model']} | {cell['target']} | ok | {manifest.get('build_seconds', 0):.1f} | "
-              f"{cell['bytes'] / 2**20:.1f} | {parity.get('status', '-')} | {max_abs:.2e} | {cosine:.6f} | "
+              f"{cell['bytes'] / 2**20:.1f} | {parity.get('status', '-')} | {max_abs} | {cosine} | "
               f"{'-' if share is None else f'{share:.1%}'} | {outside if share is not None else '-'} |")
 
 

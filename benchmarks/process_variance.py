@@ -11,26 +11,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
-import textwrap
+import tempfile
+from pathlib import Path
 
-LOOP = textwrap.dedent("""
-    import sys, time, statistics, torch
-    from vcompile.compile import example_input
-    from vcompile.zoo import create_model, get_spec
-    name, threads, warmup, iters = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    torch.set_num_threads(threads)
-    model = create_model(name, seed=0).eval()
-    clip = example_input(get_spec(name).input_shape(), 1)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(clip)
-        times = []
-        for _ in range(iters):
-            start = time.perf_counter(); model(clip); times.append((time.perf_counter() - start) * 1e3)
-    print(statistics.fmean(times))
-""")
+import numpy as np
+from harness_vs_bare import bare_loop  # the same bare loop the harness is compared with
+
+from vcompile.compile import example_input
+from vcompile.zoo import get_spec
 
 
 def main() -> None:
@@ -42,11 +30,13 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30)
     args = parser.parse_args()
     means = []
-    for index in range(args.processes):
-        out = subprocess.run([sys.executable, "-c", LOOP, args.model, str(args.threads), str(args.warmup),
-                              str(args.iters)], capture_output=True, text=True, check=True)
-        means.append(float(out.stdout.strip().splitlines()[-1]))
-        print(f"process {index + 1}: mean {means[-1]:.1f} ms", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        clip_path = Path(folder) / "clip.npy"
+        np.save(clip_path, example_input(get_spec(args.model).input_shape(), 1).numpy())
+        for index in range(args.processes):
+            times = bare_loop(args.model, "torch", None, clip_path, args.threads, args.warmup, args.iters)
+            means.append(statistics.fmean(times))
+            print(f"process {index + 1}: mean {means[-1]:.1f} ms", flush=True)
     low, high, middle = min(means), max(means), statistics.median(means)
     print(f"{args.model} eager, {args.threads} threads, {args.processes} processes: median {middle:.1f} ms, "
           f"range {low:.1f} to {high:.1f} ms ({(high - low) / middle:.0%} of the median)")

@@ -12,9 +12,19 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "BuildOptions", "Target", "BuildContext", "TargetResult", "Artifact"]
+__all__ = ["PRECISIONS", "BuildOptions", "Target", "BuildContext", "TargetResult", "Artifact", "module_path"]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def module_path(node: torch.fx.Node) -> str | None:
+    """The PyTorch module a graph node came from (``blocks.3.attn.proj``), from ``torch.export``'s module stack;
+    None for a node outside any submodule. Used by the targets' ``--explain`` to name what they leave out."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return None
+    path = next(reversed(stack.values()))[0]
+    return path.removeprefix("L['self'].").removeprefix("L__self__.") or None
 
 
 @dataclass(frozen=True)

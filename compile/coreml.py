@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vcompile.compile.base import BuildContext, Target, TargetResult
+from vcompile.compile.base import BuildContext, Target, TargetResult, module_path
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "DEPLOYMENT_TARGET", "import_coremltools", "exported_program_from_module",
            "traced_module_from_module", "largest_tensor", "mlprogram_from_torch", "check_mlpackage",
@@ -152,12 +152,7 @@ PLACEMENT_NOTE = ("Core ML places each op on the CPU, GPU or Neural Engine when 
 
 def _module_paths(program) -> dict[str, str]:
     """Graph node name -> PyTorch module path, from an `ExportedProgram` (Core ML's ops keep those names)."""
-    paths = {}
-    for node in program.graph_module.graph.nodes:
-        stack = node.meta.get("nn_module_stack") or {}
-        if stack:
-            paths[node.name] = next(reversed(stack.values()))[0]
-    return paths
+    return {node.name: path for node in program.graph_module.graph.nodes if (path := module_path(node))}
 
 
 def compute_placement(mlmodel, module_paths: dict[str, str] | None = None, top: int = 25) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vcompile.compile.base import BuildContext, Target, TargetResult
+from vcompile.compile.base import BuildContext, Target, TargetResult, module_path
 
 __all__ = ["MODEL_FILE", "GRAPH_REWRITES", "exported_program_from_module", "edge_program_from_exported",
            "delegation_summary", "pte_from_edge_program", "build", "TARGET"]
@@ -194,20 +194,11 @@ def _node_flops(node: torch.fx.Node) -> int:
     return 0
 
 
-def _module_path(node: torch.fx.Node) -> str:
-    """The PyTorch module a node came from (``blocks.3.attn.proj``), from ``torch.export``'s module stack."""
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        return "(model)"
-    path = next(reversed(stack.values()))[0]
-    return path.removeprefix("L['self'].").removeprefix("L__self__.") or "(model)"
-
-
 def delegation_summary(edge_program, top: int = 25) -> dict[str, Any]:
     """What XNNPACK took and what it left to the portable kernels, from the lowered Edge program's graph.
 
     ``explain`` lists the operators left to the portable kernels, grouped by PyTorch module and op, largest FLOP
-    share first (at most ``top`` rows; ``explain_rows_omitted`` counts the rest). FLOPs count convolutions,
+    share first (at most ``top`` rows; its ``rows_omitted`` counts the rest). FLOPs count convolutions,
     matrix products and attention at 2 per multiply-accumulate, the convention of the zoo's GFLOPs; element-wise
     ops count 0, so a share of 0 means the op moves memory but does little arithmetic.
     """
@@ -228,9 +219,10 @@ def delegation_summary(edge_program, top: int = 25) -> dict[str, Any]:
             op, cost = _op_name(node), _node_flops(node)
             portable[op] += 1
             flops["portable"] += cost
-            row = by_module.setdefault((_module_path(node), op), [0, 0])
+            row = by_module.setdefault((module_path(node) or "(model)", op), [0, 0])
             row[0], row[1] = row[0] + 1, row[1] + cost
     total = flops["delegated"] + flops["portable"]
+    share = round(flops["delegated"] / total, 6) if total else None
     rows = sorted(({"module": module, "op": op, "count": count, "gflops": round(cost / 1e9, 4),
                     "flops_share": round(cost / total, 6) if total else 0.0}
                    for (module, op), (count, cost) in by_module.items()),
@@ -240,9 +232,9 @@ def delegation_summary(edge_program, top: int = 25) -> dict[str, Any]:
         "delegated_ops": sum(delegated.values()), "non_delegated_ops": sum(portable.values()),
         "non_delegated": dict(portable.most_common()), "delegated_by_op": dict(delegated.most_common()),
         "gflops_2_per_mac": round(total / 1e9, 4),
-        "delegated_flops_share": round(flops["delegated"] / total, 6) if total else None,
-        "explain": {"accelerator": "XNNPACK", "accelerated_share": round(flops["delegated"] / total, 6)
-                    if total else None, "gflops": round(total / 1e9, 4), "not_accelerated": rows[:top],
+        "delegated_flops_share": share,
+        "explain": {"accelerator": "XNNPACK", "accelerated_share": share, "gflops": round(total / 1e9, 4),
+                    "not_accelerated": rows[:top],
                     "rows_omitted": max(0, len(rows) - top),
                     "note": "ops outside the XNNPACK delegate run on ExecuTorch's portable kernels"},
     }

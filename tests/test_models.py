@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from support import tiny_clip
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -15,13 +16,19 @@ MODELS = list_models()
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_paper_scale_params_and_forward(name):
-    """Parameters within 1% of the paper's Table 4 (meta count == real count); finite (1, 400) logits."""
+def test_paper_scale_params(name):
+    """Parameters within 1% of the paper's Table 4 (meta count == real count)."""
     spec = get_spec(name)
     meta = model_cost(name)
     assert abs(meta.params / 1e6 - spec.paper_params_m) / spec.paper_params_m < 0.01, meta.params
+    assert count_params(create_model(name)) == meta.params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_paper_scale_forward(name):
+    """A paper-scale forward pass at 1 x 3 x 16 x 224 x 224 gives finite (1, 400) logits (seconds per model)."""
     model = create_model(name)
-    assert count_params(model) == meta.params
     with torch.no_grad():
         out = model(torch.randn(1, 3, 16, 224, 224, generator=torch.Generator().manual_seed(0)))
     assert out.shape == (1, 400)
@@ -39,6 +46,53 @@ def test_tiny_forward_backward_reaches_every_parameter(name):
     no_grad = [k for k, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not no_grad, f"parameters that get no gradient: {no_grad[:5]}"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def _apply_classifier(classifier: nn.Module, pre_logits: torch.Tensor) -> torch.Tensor:
+    if isinstance(classifier, nn.Conv3d):  # MoViNet's 1x1x1 conv classifier
+        return classifier(pre_logits[:, :, None, None, None]).flatten(1)
+    return classifier(pre_logits)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_timm_interface(name):
+    """forward == forward_head(forward_features); pre-logits are what the classifier reads; it can be replaced."""
+    model = create_model(name, tiny=True)
+    x = tiny_clip(batch=2)
+    with torch.no_grad():
+        logits = model(x)
+        features = model.forward_features(x)
+        torch.testing.assert_close(model.forward_head(features), logits, atol=1e-6, rtol=0)
+        pre_logits = model.forward_head(features, pre_logits=True)
+    assert isinstance(model.num_features, int) and pre_logits.shape == (2, model.num_features)
+    classifier = model.get_classifier()
+    assert isinstance(classifier, (nn.Linear, nn.Conv3d))
+    assert getattr(classifier, "in_features", getattr(classifier, "in_channels", None)) == model.num_features
+    assert model.num_classes == TINY_CLASSES
+    with torch.no_grad():  # frame-averaging families average per-frame logits: equal up to rounding
+        torch.testing.assert_close(_apply_classifier(classifier, pre_logits), logits, atol=1e-5, rtol=1e-5)
+
+    keys = {k: v.shape for k, v in model.state_dict().items()}
+    head_keys = {f"{model.classifier_name}.{k}" for k in classifier.state_dict()}
+    assert head_keys and head_keys <= set(keys)
+    model.reset_classifier(7)
+    assert model.get_classifier() is not classifier and model.num_classes == 7
+    resized = {k: v.shape for k, v in model.state_dict().items()}
+    assert resized.keys() == keys.keys()
+    assert {k for k in keys if resized[k] != keys[k]} == {k for k in head_keys if keys[k][0] == TINY_CLASSES}
+    with torch.no_grad():
+        assert model(x).shape == (2, 7)
+        torch.testing.assert_close(model.forward_features(x), features, atol=0, rtol=0)
+
+    model.reset_classifier(0)
+    assert isinstance(model.get_classifier(), nn.Identity) and model.num_classes == 0
+    assert set(model.state_dict()) == set(keys) - head_keys
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (2, model.num_features)
+    torch.testing.assert_close(out, pre_logits, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="num_classes"):
+        model.reset_classifier(-1)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import torch
 from support import tiny_clip
 
 from vcompile.errors import InvalidShapeError, UnknownModelError, WeightsError
-from vcompile.zoo import CATEGORIES, create_model, get_spec, list_models, resolve_name
+from vcompile.zoo import CATEGORIES, ModelSpec, create_model, get_config, get_spec, list_models, resolve_name
 
 PAPER_MODELS = {"tsm-r50", "nl-r50", "tea-r50", "i3d-bert", "vtn-r50", "vtn-eff", "x3d-xs", "movinet-a0",
                 "movinet-a2", "timesformer", "vivit-fe", "swin-t", "mvit-s"}
@@ -31,6 +33,40 @@ def test_registered_models_are_the_papers():
     assert {"tsm-r50", "nl-r50", "vtn-r50", "vtn-eff"} <= names
     for name in names:
         assert get_spec(name).category in CATEGORIES
+
+
+def _mutable_parts(value, path: str):
+    """Paths of everything mutable inside a value: dicts, lists, sets, unfrozen dataclasses (walked recursively)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if not type(value).__dataclass_params__.frozen:
+            yield f"{path}: unfrozen {type(value).__name__}"
+        for f in dataclasses.fields(value):
+            yield from _mutable_parts(getattr(value, f.name), f"{path}.{f.name}")
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from _mutable_parts(item, f"{path}[{i}]")
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        yield f"{path}: {type(value).__name__}"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_configs_and_specs_are_immutable_and_hashable(name):
+    for label, value in (("spec", get_spec(name)), ("full", get_config(name)), ("tiny", get_config(name, tiny=True))):
+        assert dataclasses.is_dataclass(value), label
+        assert not list(_mutable_parts(value, label))
+        assert hash(value) == hash(dataclasses.replace(value))
+    json.dumps(dataclasses.asdict(get_spec(name)))  # the CLI's `show` prints it
+
+
+def test_unsupported_targets_are_pairs_with_a_lookup():
+    base = dict(name="m", paper_name="M", category="baseline", paper_params_m=1.0, version="v", source="s")
+    spec = ModelSpec(**base, unsupported={"coreml": "no 3-D pooling"})
+    assert spec.unsupported == (("coreml", "no 3-D pooling"),)
+    assert spec.unsupported == ModelSpec(**base, unsupported=(("coreml", "no 3-D pooling"),)).unsupported
+    assert spec.unsupported_reason("coreml") == "no 3-D pooling" and spec.unsupported_reason("onnx") is None
+    assert json.loads(json.dumps(dataclasses.asdict(spec)))["unsupported"] == [["coreml", "no 3-D pooling"]]
+    assert hash(spec) == hash(dataclasses.replace(spec))
+    assert ModelSpec(**base).unsupported == () and ModelSpec(**base).unsupported_reason("onnx") is None
 
 
 @pytest.mark.parametrize("spelling", ["tsm-r50", "TSM-R50", "tsm_r50", "TSM_R50", " tsm-r50 ".strip(), "tsm"])

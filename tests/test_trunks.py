@@ -7,8 +7,22 @@ import timm
 import torch
 from support import tiny_clip
 
-from vcompile.zoo import create_model
-from vcompile.zoo.layers import frames_to_batch
+from vcompile.zoo import create_model, get_config, list_models
+from vcompile.zoo.layers import TINY_TRUNKS, TrunkConfig, frames_to_batch
+
+
+def test_tiny_trunks_come_from_the_one_table():
+    """Every family with a timm trunk takes its tiny trunk from TINY_TRUNKS, keyed by its paper-scale trunk."""
+    with_trunk = [n for n in list_models() if isinstance(getattr(get_config(n), "trunk", None), TrunkConfig)]
+    assert set(with_trunk) == {"tsm-r50", "nl-r50", "tea-r50", "vtn-r50", "vtn-eff", "vivit-fe"}
+    for name in with_trunk:
+        full, tiny = get_config(name).trunk, get_config(name, tiny=True).trunk
+        assert full.args == ()  # the paper's trunks are timm's defaults
+        entry = TINY_TRUNKS[full.name]
+        assert tiny.name == entry.name
+        overridden = {k for k, v in tiny.args if dict(entry.args).get(k) != v}
+        assert overridden == ({"layers"} if name == "nl-r50" else set()), name
+    assert dict(get_config("nl-r50", tiny=True).trunk.args)["layers"] == (1, 2, 3, 1)
 
 
 def _timm_twin(model: torch.nn.Module, timm_name: str, **kwargs) -> torch.nn.Module:

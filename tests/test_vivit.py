@@ -7,12 +7,13 @@ import torch
 
 import vcompile.zoo.vivit  # noqa: F401 - registers the family
 from vcompile.zoo import build_model, count_params, create_model
-from vcompile.zoo.vivit import TINY_DEIT
+from vcompile.zoo.layers import TINY_TRUNKS
 
 
 def test_spatial_trunk_matches_timm_frame_by_frame():
     model = create_model("vivit-fe", tiny=True)
-    ref = timm.create_model("deit_small_patch16_224", pretrained=False, num_classes=0, img_size=64, **TINY_DEIT)
+    tiny_deit = dict(TINY_TRUNKS["deit_small_patch16_224"].args)
+    ref = timm.create_model("deit_small_patch16_224", pretrained=False, num_classes=0, img_size=64, **tiny_deit)
     ref.load_state_dict(model.trunk.state_dict())
     ref.eval()
     x = torch.randn(3, 3, 4, 64, 64)

@@ -6,7 +6,7 @@
 
 import importlib
 
-from vcompile.zoo.registry import (
+from .registry import (
     TINY_CLASSES,
     TINY_FRAMES,
     TINY_SIZE,
@@ -19,7 +19,7 @@ from vcompile.zoo.registry import (
     load_weights,
     resolve_name,
 )
-from vcompile.zoo.spec import CATEGORIES, ModelSpec
+from .spec import CATEGORIES, ModelSpec
 
 __all__ = [
     "CATEGORIES",
@@ -40,4 +40,4 @@ __all__ = [
 # One module per family; importing it registers its models.
 _FAMILIES = ("tsm", "nonlocal_net", "tea", "i3d_bert", "vtn", "timesformer", "vivit", "swin", "mvit", "x3d", "movinet")
 for _family in _FAMILIES:
-    importlib.import_module(f"vcompile.zoo.{_family}")
+    importlib.import_module(f".{_family}", __name__)

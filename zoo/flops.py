@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vcompile.zoo.registry import build_model, count_params
+from .registry import build_model, count_params
 
 __all__ = ["ModelCost", "model_cost"]
 

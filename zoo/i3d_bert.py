@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vcompile.zoo.layers import TokenClassifier
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import ModelSpec
+from .layers import TokenClassifier, VideoClassifier
+from .registry import register_model
+from .spec import ModelSpec
 
 __all__ = ["I3dBertConfig", "I3DBottleneck", "I3DResNet", "I3DBert"]
 
@@ -96,8 +96,10 @@ class I3DResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-class I3DBert(nn.Module):
+class I3DBert(VideoClassifier):
     """I3D ResNet trunk -> per-token spatial mean -> Linear to the BERT width -> one BERT layer -> classifier."""
+
+    classifier_name = "bert.head"
 
     def __init__(self, cfg: I3dBertConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
@@ -105,10 +107,15 @@ class I3DBert(nn.Module):
         self.reduce = nn.Linear(self.trunk.num_features, cfg.embed_dim)
         self.bert = TokenClassifier(cfg.embed_dim, frames // 2, cfg.depth, cfg.heads, cfg.mlp_hidden, num_classes,
                                     drop=cfg.drop, head_drop=cfg.head_drop)
+        self.num_features = cfg.embed_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, 1 + T/2, embed_dim): the BERT layer's normalised tokens, [CLS] first."""
         tokens = self.trunk(x).mean((3, 4)).transpose(1, 2)  # (B, T/2, C)
-        return self.bert(self.reduce(tokens))
+        return self.bert.forward_features(self.reduce(tokens))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.bert.forward_head(x, pre_logits)
 
 
 register_model(

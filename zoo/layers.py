@@ -9,7 +9,10 @@ Rules every zoo model follows (the compile targets depend on them):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import timm
 import torch
@@ -17,6 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "VideoClassifier",
+    "FrameAveragedClassifier",
+    "TrunkConfig",
+    "TINY_TRUNKS",
     "frames_to_batch",
     "batch_to_frames",
     "make_divisible",
@@ -57,6 +64,108 @@ def cpu_table(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
 def create_trunk(timm_name: str, **kwargs) -> nn.Module:
     """A randomly initialised timm image model without its classifier (``num_classes=0``: pooled features)."""
     return timm.create_model(timm_name, pretrained=False, num_classes=0, **kwargs)
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """A timm image model run on every frame: its timm name and build arguments, as immutable (name, value) pairs."""
+
+    name: str
+    args: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, **args: Any) -> TrunkConfig:
+        return cls(name, tuple(args.items()))
+
+    def with_args(self, **args: Any) -> TrunkConfig:
+        """The same trunk with some build arguments added or replaced."""
+        return TrunkConfig.of(self.name, **{**dict(self.args), **args})
+
+    def create(self, **extra: Any) -> nn.Module:
+        """Build it with `create_trunk`; ``extra`` adds arguments that follow from the clip (``img_size``)."""
+        return create_trunk(self.name, **dict(self.args), **extra)
+
+
+# The trunks of the tiny test variants, keyed by the paper-scale trunk each stands in for: the same timm code with
+# few blocks and small widths. A family that needs more blocks overrides them with `TrunkConfig.with_args`.
+TINY_TRUNKS: Mapping[str, TrunkConfig] = MappingProxyType({
+    "resnet50": TrunkConfig.of("resnet50", layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8),
+    "res2net50_26w_4s": TrunkConfig.of("res2net50_26w_4s", layers=(1, 1, 1, 1), channels=(8, 16, 32, 64),
+                                       stem_width=8),
+    "efficientnet_b0": TrunkConfig.of("test_efficientnet"),
+    "deit_small_patch16_224": TrunkConfig.of("deit_small_patch16_224", embed_dim=32, depth=2, num_heads=2),
+})
+
+
+class VideoClassifier(nn.Module):
+    """Base of every zoo model: timm's model interface over a (B, 3, T, H, W) clip.
+
+    ``forward(x)`` is ``forward_head(forward_features(x))``. A family implements `forward_features` (the clip's
+    features before pooling, in the family's own layout) and `forward_head` (pooling and classifier; with
+    ``pre_logits=True`` it returns the (B, num_features) vector the classifier reads), sets ``num_features`` and
+    names its final classifier module, a dotted path such as ``"temporal.head"``, in ``classifier_name``.
+    """
+
+    classifier_name: str
+    num_features: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        """The final classifier module (`nn.Identity` after ``reset_classifier(0)``)."""
+        return self.get_submodule(self.classifier_name)
+
+    @property
+    def num_classes(self) -> int:
+        """Width of the logits; 0 once the classifier is `nn.Identity`."""
+        classifier = self.get_classifier()
+        return getattr(classifier, "out_features", getattr(classifier, "out_channels", 0))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a freshly initialised one with ``num_classes`` outputs.
+
+        ``num_classes=0`` puts `nn.Identity` in its place, so that the model returns its (B, num_features) pre-logits.
+        """
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be 0 (no classifier) or more, got {num_classes}")
+        classifier = self.new_classifier(num_classes) if num_classes else nn.Identity()
+        like = next(self.parameters(), None)
+        if like is not None:
+            classifier = classifier.to(like.device, like.dtype)
+        self.set_submodule(self.classifier_name, classifier)
+
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        """A fresh classifier of the family's kind, from ``num_features`` to ``num_classes``."""
+        return nn.Linear(self.num_features, num_classes)
+
+
+class FrameAveragedClassifier(VideoClassifier):
+    """A timm 2-D CNN on every frame and a classifier on every frame's pooled features, with the logits averaged
+    over the clip (TSN's average consensus).
+
+    A subclass sets ``frames``, ``trunk`` (a timm model with ``num_classes=0``), ``dropout`` and ``fc``. Features
+    are (B, T, C, h, w). As the classifier is linear, the frame-averaged features it returns as pre-logits give the
+    same logits up to rounding.
+    """
+
+    classifier_name = "fc"
+    frames: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return batch_to_frames(self.trunk.forward_features(frames_to_batch(x)), self.frames)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(self.trunk.forward_head(x.flatten(0, 1)))  # (B*T, C): per-frame pooled features
+        if not pre_logits:
+            x = self.fc(x)
+        return batch_to_frames(x, self.frames).mean(dim=1)
 
 
 class Attention(nn.Module):
@@ -137,11 +246,19 @@ class TokenClassifier(nn.Module):
         self.head_drop = nn.Dropout(head_drop)
         self.head = nn.Linear(dim, num_classes)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) tokens -> (B, 1 + N, D) encoded and normalised, [CLS] first."""
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
         x = torch.cat((cls, tokens), dim=1) + self.pos_embed
-        x = self.norm(self.blocks(x))
-        return self.head(self.head_drop(x[:, 0]))
+        return self.norm(self.blocks(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The [CLS] token -> dropout -> classifier; the (B, D) [CLS] vector if ``pre_logits``."""
+        x = self.head_drop(x[:, 0])
+        return x if pre_logits else self.head(x)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(tokens))
 
 
 class SqueezeExcite3d(nn.Module):

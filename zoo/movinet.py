@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vcompile.zoo.layers import SqueezeExcite3d, make_divisible
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import ModelSpec
+from .layers import SqueezeExcite3d, VideoClassifier, make_divisible
+from .registry import register_model
+from .spec import ModelSpec
 
 __all__ = ["MovinetBlockConfig", "MovinetConfig", "MoViNet", "MovinetBlock", "ConvBnAct3d"]
 
@@ -103,8 +103,14 @@ class MovinetBlock(nn.Module):
         return shortcut + self.alpha * x
 
 
-class MoViNet(nn.Module):
-    """MoViNet Base: stem 1x3x3 conv (stride 2) -> MBConv-3D blocks -> conv7 -> global mean -> 1x1x1 conv head."""
+class MoViNet(VideoClassifier):
+    """MoViNet Base: stem 1x3x3 conv (stride 2) -> MBConv-3D blocks -> conv7 -> global mean -> 1x1x1 conv head.
+
+    The head is ``classifier``: 1x1x1 conv to ``hidden`` -> Swish -> dropout -> 1x1x1 conv to the classes, which is
+    the classifier proper (``classifier.3``, a Conv3d); ``num_features`` is ``hidden``, the width it reads.
+    """
+
+    classifier_name = "classifier.3"
 
     def __init__(self, cfg: MovinetConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
@@ -118,7 +124,7 @@ class MoViNet(nn.Module):
                 width = block.out_channels
         self.blocks = nn.Sequential(blocks)
         self.conv7 = ConvBnAct3d(width, cfg.head_width)
-        self.num_features = cfg.head_width
+        self.num_features = cfg.hidden
         self.classifier = nn.Sequential(
             nn.Conv3d(cfg.head_width, cfg.hidden, 1),
             nn.SiLU(),
@@ -142,9 +148,13 @@ class MoViNet(nn.Module):
         """(B, 3, T, H, W) -> (B, head_width, T, H', W') feature map after conv7."""
         return self.conv7(self.blocks(self.conv1(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x).mean((2, 3, 4), keepdim=True)
-        return self.classifier(x).flatten(1)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        hidden, act, dropout, classifier = self.classifier
+        x = dropout(act(hidden(x.mean((2, 3, 4), keepdim=True))))
+        return x.flatten(1) if pre_logits else classifier(x).flatten(1)
+
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        return nn.Conv3d(self.num_features, num_classes, 1)
 
 
 B = MovinetBlockConfig

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from vcompile.zoo.layers import Mlp
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import KINETICS_MEAN, KINETICS_STD, ModelSpec
+from .layers import Mlp, VideoClassifier
+from .registry import register_model
+from .spec import KINETICS_MEAN, KINETICS_STD, ModelSpec
 
 __all__ = ["MvitConfig", "BlockSetting", "block_table", "TokenPool", "PoolingAttention", "MultiscaleBlock", "MViT",
            "mvit_v1_from_torchvision"]
@@ -170,8 +170,10 @@ class MultiscaleBlock(nn.Module):
         return shortcut + self.drop_path(self.mlp(x_norm))
 
 
-class MViT(nn.Module):
+class MViT(VideoClassifier):
     """MViT v1: Conv3d patches, [CLS] + separable positions, multiscale blocks, LN, dropout, linear classifier."""
+
+    classifier_name = "head"
 
     def __init__(self, cfg: MvitConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
@@ -203,13 +205,17 @@ class MViT(nn.Module):
         for p in (self.cls_token, self.pos_embed_spatial, self.pos_embed_temporal, self.pos_embed_class):
             nn.init.trunc_normal_(p, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, 1 + t*h*w, C): the normalised tokens of the last block's grid, [CLS] first."""
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
         pos = (self.pos_embed_temporal + self.pos_embed_spatial).reshape(1, -1, x.shape[2])
         pos = torch.cat((self.pos_embed_class, pos), dim=1)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + pos
-        x = self.norm(self.blocks(x))
-        return self.head(self.head_drop(x[:, 0]))
+        return self.norm(self.blocks(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(x[:, 0])
+        return x if pre_logits else self.head(x)
 
 
 def mvit_v1_from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

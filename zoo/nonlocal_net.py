@@ -13,23 +13,22 @@ The affinity softmax(theta^T phi) g over all T*H*W positions is `scaled_dot_prod
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcompile.zoo.layers import batch_to_frames, create_trunk, frames_to_batch
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import ModelSpec
+from .layers import TINY_TRUNKS, FrameAveragedClassifier, TrunkConfig, batch_to_frames, frames_to_batch
+from .registry import register_model
+from .spec import ModelSpec
 
 __all__ = ["NonLocalConfig", "NonLocalBlock", "NonLocalResNet"]
 
 
 @dataclass(frozen=True)
 class NonLocalConfig:
-    trunk: str = "resnet50"
-    trunk_args: dict = field(default_factory=dict)
+    trunk: TrunkConfig = TrunkConfig("resnet50")
     # Indices of the blocks of (layer1, layer2, layer3, layer4) followed by a non-local block.
     placement: tuple[tuple[int, ...], ...] = ((), (0, 2), (0, 2, 4), ())
     dropout: float = 0.5
@@ -68,22 +67,24 @@ class NonLocalBlock(nn.Module):
         return x + self.bn(self.out(y))
 
 
-class NonLocalResNet(nn.Module):
+class NonLocalResNet(FrameAveragedClassifier):
     """Per-frame ResNet with non-local blocks across the clip; logits averaged over frames (TSN consensus)."""
 
     def __init__(self, cfg: NonLocalConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
         self.frames = frames
-        self.trunk = create_trunk(cfg.trunk, **cfg.trunk_args)  # kept exactly as timm builds it
+        self.trunk = cfg.trunk.create()  # kept exactly as timm builds it
         self.stages = [self.trunk.layer1, self.trunk.layer2, self.trunk.layer3, self.trunk.layer4]
         self.nonlocal_blocks = nn.ModuleDict({
             f"layer{s + 1}_{i}": NonLocalBlock(self.stages[s][i].conv3.out_channels, frames)
             for s, indices in enumerate(cfg.placement) for i in indices
         })
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(self.trunk.num_features, num_classes)
+        self.num_features = self.trunk.num_features
+        self.fc = nn.Linear(self.num_features, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, T, C, H/32, W/32): the trunk's res5 maps, non-local blocks in between."""
         t = self.trunk
         x = t.maxpool(t.act1(t.bn1(t.conv1(frames_to_batch(x)))))
         for s, stage in enumerate(self.stages):
@@ -92,11 +93,8 @@ class NonLocalResNet(nn.Module):
                 key = f"layer{s + 1}_{i}"
                 if key in self.nonlocal_blocks:
                     x = self.nonlocal_blocks[key](x)
-        logits = self.fc(self.dropout(t.forward_head(x)))
-        return batch_to_frames(logits, self.frames).mean(dim=1)
+        return batch_to_frames(x, self.frames)
 
-
-TINY_RESNET = dict(layers=(1, 2, 3, 1), channels=(8, 16, 32, 64), stem_width=8)
 
 register_model(
     ModelSpec(
@@ -106,5 +104,6 @@ register_model(
         aliases=("nl-resnet50", "nonlocal-r50"),
     ),
     NonLocalResNet, full=NonLocalConfig(),
-    tiny=NonLocalConfig(trunk_args=TINY_RESNET, placement=((), (0,), (0, 2), ())),
+    # Two blocks in res3 and three in res4, to hold non-local blocks at res3 {0} and res4 {0, 2}.
+    tiny=NonLocalConfig(trunk=TINY_TRUNKS["resnet50"].with_args(layers=(1, 2, 3, 1)), placement=((), (0,), (0, 2), ())),
 )

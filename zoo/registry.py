@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from vcompile.errors import InvalidShapeError, UnknownModelError, WeightsError
-from vcompile.zoo.spec import ModelSpec
+from ..errors import InvalidShapeError, UnknownModelError, WeightsError
+from .spec import CATEGORIES, ModelSpec
 
 __all__ = [
     "register_model",
@@ -88,8 +89,6 @@ def get_spec(name: str) -> ModelSpec:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Canonical names matching a shell-style pattern, in the paper's category order."""
-    from vcompile.zoo.spec import CATEGORIES
-
     names = [n for n in _REGISTRY if fnmatch.fnmatch(n, pattern.lower())]
     return sorted(names, key=lambda n: (CATEGORIES.index(_REGISTRY[n].spec.category), n))
 
@@ -180,8 +179,6 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file not found: {path}; give the path of a .safetensors or .pt state dict")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

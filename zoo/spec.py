@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["ModelSpec", "CATEGORIES", "IMAGENET_MEAN", "IMAGENET_STD", "KINETICS_MEAN", "KINETICS_STD"]
 
@@ -35,7 +35,8 @@ class ModelSpec:
         min_size: smallest frame size the architecture accepts.
         size_multiple: frame sizes must be a multiple of this (patching, windows, downsampling).
         aliases: other spellings that resolve to this model (case, `_` and `-` are ignored anyway).
-        unsupported: known unsupported targets, as ``{target: reason}``; data, not try/except.
+        unsupported: known unsupported targets, as ``(target, reason)`` pairs (a mapping is accepted and stored as
+            pairs); data, not try/except. Look one up with `unsupported_reason`.
     """
 
     name: str
@@ -53,11 +54,16 @@ class ModelSpec:
     min_size: int = 32
     size_multiple: int = 32
     aliases: tuple[str, ...] = ()
-    unsupported: dict[str, str] = field(default_factory=dict)
+    unsupported: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
             raise ValueError(f"{self.name}: category {self.category!r} is not one of {CATEGORIES}")
+        object.__setattr__(self, "unsupported", tuple(dict(self.unsupported).items()))
+
+    def unsupported_reason(self, target: str) -> str | None:
+        """Why this model cannot be built for ``target``, or None if it is not known to be unsupported."""
+        return dict(self.unsupported).get(target)
 
     def input_shape(self, batch: int = 1, frames: int | None = None, size: int | None = None) -> tuple[int, ...]:
         """The (B, C, T, H, W) input this model takes."""

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from vcompile.zoo.layers import Mlp, cpu_table
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import ModelSpec
+from .layers import Mlp, VideoClassifier, cpu_table
+from .registry import register_model
+from .spec import ModelSpec
 
 __all__ = [
     "SwinConfig",
@@ -273,8 +273,10 @@ class SwinStage(nn.Module):
         return self.downsample(self.blocks(x))
 
 
-class SwinTransformer3d(nn.Module):
+class SwinTransformer3d(VideoClassifier):
     """Video Swin Transformer: tubelet embedding, four stages of (shifted) window attention, mean-pooled head."""
+
+    classifier_name = "head"
 
     def __init__(self, cfg: SwinConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
@@ -305,9 +307,13 @@ class SwinTransformer3d(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.stages(self.patch_embed(x)))
-        return self.head(self.head_drop(x.mean(dim=(1, 2, 3))))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, T/2, H/32, W/32, C) normalised tokens, channels last."""
+        return self.norm(self.stages(self.patch_embed(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(x.mean(dim=(1, 2, 3)))
+        return x if pre_logits else self.head(x)
 
 
 def state_dict_from_torchvision(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,23 +14,22 @@ as the reference's ``n_segment``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from timm.models.res2net import Bottle2neck
 from torch import nn
 
-from vcompile.zoo.layers import batch_to_frames, cpu_table, create_trunk, frames_to_batch
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import ModelSpec
+from .layers import TINY_TRUNKS, FrameAveragedClassifier, TrunkConfig, batch_to_frames, cpu_table
+from .registry import register_model
+from .spec import ModelSpec
 
 __all__ = ["TeaConfig", "TEA", "TeaBottleneck", "MotionExcitation", "TemporalConv", "temporal_conv_init"]
 
 
 @dataclass(frozen=True)
 class TeaConfig:
-    trunk: str = "res2net50_26w_4s"
-    trunk_args: dict = field(default_factory=dict)
+    trunk: TrunkConfig = TrunkConfig("res2net50_26w_4s")
     me_reduction: int = 16
     dropout: float = 0.5
 
@@ -140,25 +139,20 @@ class TeaBottleneck(nn.Module):
         return self.relu(out + shortcut)
 
 
-class TEA(nn.Module):
+class TEA(FrameAveragedClassifier):
     """Per-frame Res2Net with TEA bottlenecks; dropout, classifier, logits averaged over frames."""
 
     def __init__(self, cfg: TeaConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
         self.frames = frames
-        self.trunk = create_trunk(cfg.trunk, **cfg.trunk_args)
+        self.trunk = cfg.trunk.create()
         for stage in (self.trunk.layer1, self.trunk.layer2, self.trunk.layer3, self.trunk.layer4):
             for i, block in enumerate(stage):
                 stage[i] = TeaBottleneck(block, frames, cfg.me_reduction)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(self.trunk.num_features, num_classes)
+        self.num_features = self.trunk.num_features
+        self.fc = nn.Linear(self.num_features, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.fc(self.dropout(self.trunk(frames_to_batch(x))))
-        return batch_to_frames(logits, self.frames).mean(dim=1)
-
-
-TINY_RES2NET = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8)
 
 register_model(
     ModelSpec(
@@ -166,5 +160,5 @@ register_model(
         version="Res2Net-50 26w4s + motion excitation and multiple temporal aggregation in every block",
         source="Phoenix1327/tea-action-recognition", min_frames=2, aliases=("tea", "tea-res2net50"),
     ),
-    TEA, full=TeaConfig(), tiny=TeaConfig(trunk_args=TINY_RES2NET, me_reduction=4),
+    TEA, full=TeaConfig(), tiny=TeaConfig(trunk=TINY_TRUNKS["res2net50_26w_4s"], me_reduction=4),
 )

@@ -20,9 +20,9 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from vcompile.zoo.layers import Attention, Mlp, frames_to_batch
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import ModelSpec
+from .layers import Attention, Mlp, VideoClassifier, frames_to_batch
+from .registry import register_model
+from .spec import ModelSpec
 
 __all__ = ["TimesformerConfig", "PatchEmbed", "DividedSpaceTimeBlock", "TimeSformer"]
 
@@ -84,8 +84,10 @@ class DividedSpaceTimeBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class TimeSformer(nn.Module):
+class TimeSformer(VideoClassifier):
     """ViT with divided space-time attention over a (B, 3, T, H, W) clip; classifies the final CLS token."""
+
+    classifier_name = "head"
 
     def __init__(self, cfg: TimesformerConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
@@ -100,6 +102,7 @@ class TimeSformer(nn.Module):
             DividedSpaceTimeBlock(dim, cfg.heads, int(dim * cfg.mlp_ratio), frames=frames, patches=self.patches,
                                   qkv_bias=cfg.qkv_bias, drop_path=rate, norm_eps=cfg.norm_eps)
             for rate in rates])
+        self.num_features = dim
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
         self.head = nn.Linear(dim, num_classes)
         self._init_weights()
@@ -115,14 +118,18 @@ class TimeSformer(nn.Module):
             nn.init.zeros_(block.temporal_fc.weight)
             nn.init.zeros_(block.temporal_fc.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, 1 + T*N, dim): the last block's tokens, CLS first, patches time-major."""
         t, n = self.frames, self.patches
         x = self.patch_embed(frames_to_batch(x))  # (B*T, N, D)
         d = x.shape[-1]
         x = x.reshape(-1, t, n, d) + self.pos_embed[:, 1:].unsqueeze(1) + self.time_embed.unsqueeze(2)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        x = self.blocks(torch.cat((cls, x.reshape(-1, t * n, d)), dim=1))
-        return self.head(self.norm(x[:, 0]))  # LayerNorm is per token: only CLS is needed
+        return self.blocks(torch.cat((cls, x.reshape(-1, t * n, d)), dim=1))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.norm(x[:, 0])  # LayerNorm is per token: only CLS is needed
+        return x if pre_logits else self.head(x)
 
 
 register_model(

@@ -9,22 +9,21 @@ traces to constants: temporal-shift-module#181).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from vcompile.zoo.layers import batch_to_frames, create_trunk, frames_to_batch
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import ModelSpec
+from .layers import TINY_TRUNKS, FrameAveragedClassifier, TrunkConfig, batch_to_frames
+from .registry import register_model
+from .spec import ModelSpec
 
 __all__ = ["TsmConfig", "TSM", "temporal_shift", "ShiftedConv2d"]
 
 
 @dataclass(frozen=True)
 class TsmConfig:
-    trunk: str = "resnet50"
-    trunk_args: dict = field(default_factory=dict)
+    trunk: TrunkConfig = TrunkConfig("resnet50")
     shift_div: int = 8
     dropout: float = 0.5
 
@@ -56,25 +55,20 @@ class ShiftedConv2d(nn.Conv2d):
         return super().forward(temporal_shift(x, self.frames, self.shift_div))
 
 
-class TSM(nn.Module):
+class TSM(FrameAveragedClassifier):
     """Per-frame ResNet with residual temporal shifts; logits averaged over frames."""
 
     def __init__(self, cfg: TsmConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
         self.frames = frames
-        self.trunk = create_trunk(cfg.trunk, **cfg.trunk_args)
+        self.trunk = cfg.trunk.create()
         for stage in (self.trunk.layer1, self.trunk.layer2, self.trunk.layer3, self.trunk.layer4):
             for block in stage:
                 block.conv1 = ShiftedConv2d(block.conv1, frames, cfg.shift_div)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(self.trunk.num_features, num_classes)
+        self.num_features = self.trunk.num_features
+        self.fc = nn.Linear(self.num_features, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.fc(self.dropout(self.trunk(frames_to_batch(x))))
-        return batch_to_frames(logits, self.frames).mean(dim=1)
-
-
-TINY_RESNET = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8)
 
 register_model(
     ModelSpec(
@@ -82,5 +76,5 @@ register_model(
         version="ResNet-50 + temporal shift modules (residual shift, 1/8 each way)",
         source="mit-han-lab/temporal-shift-module", aliases=("tsm", "tsm-resnet50"),
     ),
-    TSM, full=TsmConfig(), tiny=TsmConfig(trunk_args=TINY_RESNET),
+    TSM, full=TsmConfig(), tiny=TsmConfig(trunk=TINY_TRUNKS["resnet50"]),
 )

@@ -10,43 +10,45 @@ inferred from that count (zoo-configs.md, section 8).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from vcompile.zoo.layers import TokenClassifier, batch_to_frames, create_trunk, frames_to_batch
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import ModelSpec
+from .layers import TINY_TRUNKS, TokenClassifier, TrunkConfig, VideoClassifier, batch_to_frames, frames_to_batch
+from .registry import register_model
+from .spec import ModelSpec
 
 __all__ = ["VivitConfig", "ViViTFactorisedEncoder"]
 
 
 @dataclass(frozen=True)
 class VivitConfig:
-    trunk: str = "deit_small_patch16_224"
-    trunk_args: dict = field(default_factory=dict)
+    trunk: TrunkConfig = TrunkConfig("deit_small_patch16_224")
     temporal_depth: int = 2
     temporal_heads: int = 6
     temporal_mlp_ratio: float = 4.0
 
 
-class ViViTFactorisedEncoder(nn.Module):
+class ViViTFactorisedEncoder(VideoClassifier):
     """Per-frame ViT (its CLS output after the final LayerNorm) -> temporal transformer over the T frame tokens."""
+
+    classifier_name = "temporal.head"
 
     def __init__(self, cfg: VivitConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
         self.frames = frames
-        self.trunk = create_trunk(cfg.trunk, img_size=size, **cfg.trunk_args)
-        dim = self.trunk.num_features
+        self.trunk = cfg.trunk.create(img_size=size)
+        self.num_features = dim = self.trunk.num_features
         self.temporal = TokenClassifier(dim, frames, cfg.temporal_depth, cfg.temporal_heads,
                                         int(dim * cfg.temporal_mlp_ratio), num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.temporal(batch_to_frames(self.trunk(frames_to_batch(x)), self.frames))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, 1 + T, dim): the temporal encoder's normalised tokens, [CLS] first."""
+        return self.temporal.forward_features(batch_to_frames(self.trunk(frames_to_batch(x)), self.frames))
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.temporal.forward_head(x, pre_logits)
 
-TINY_DEIT = dict(embed_dim=32, depth=2, num_heads=2)
 
 register_model(
     ModelSpec(
@@ -56,5 +58,5 @@ register_model(
         min_size=16, size_multiple=16, aliases=("vivit", "vivit-factorised-encoder", "vivit-factorized-encoder"),
     ),
     ViViTFactorisedEncoder, full=VivitConfig(),
-    tiny=VivitConfig(trunk_args=TINY_DEIT, temporal_heads=2),
+    tiny=VivitConfig(trunk=TINY_TRUNKS["deit_small_patch16_224"], temporal_heads=2),
 )

@@ -10,22 +10,21 @@ full attention replaces the Longformer's sliding chunks, which neither exports r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from vcompile.zoo.layers import TokenClassifier, batch_to_frames, create_trunk, frames_to_batch
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import ModelSpec
+from .layers import TINY_TRUNKS, TokenClassifier, TrunkConfig, VideoClassifier, batch_to_frames, frames_to_batch
+from .registry import register_model
+from .spec import ModelSpec
 
 __all__ = ["VtnConfig", "VTN"]
 
 
 @dataclass(frozen=True)
 class VtnConfig:
-    trunk: str = "resnet50"
-    trunk_args: dict = field(default_factory=dict)
+    trunk: TrunkConfig = TrunkConfig("resnet50")
     dim: int = 256
     depth: int = 3
     heads: int = 4
@@ -33,23 +32,29 @@ class VtnConfig:
     dropout: float = 0.1
 
 
-class VTN(nn.Module):
+class VTN(VideoClassifier):
     """Per-frame CNN features -> projection -> temporal transformer with a [CLS] token -> logits."""
+
+    classifier_name = "temporal.head"
 
     def __init__(self, cfg: VtnConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
         self.frames = frames
-        self.trunk = create_trunk(cfg.trunk, **cfg.trunk_args)
+        self.trunk = cfg.trunk.create()
         self.proj = nn.Linear(self.trunk.num_features, cfg.dim)
         self.temporal = TokenClassifier(cfg.dim, frames, cfg.depth, cfg.heads, cfg.mlp_hidden, num_classes,
                                         drop=cfg.dropout)
+        self.num_features = cfg.dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, 1 + T, dim): the temporal encoder's normalised tokens, [CLS] first."""
         tokens = batch_to_frames(self.proj(self.trunk(frames_to_batch(x))), self.frames)  # (B, T, dim)
-        return self.temporal(tokens)
+        return self.temporal.forward_features(tokens)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.temporal.forward_head(x, pre_logits)
 
 
-TINY_RESNET = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8)
 _TINY_HEAD = dict(dim=32, depth=2, heads=2, mlp_hidden=64)
 
 _VTN_SOURCE = "bomri/SlowFast (official VTN); lightweight head inferred from the paper's parameter counts"
@@ -58,7 +63,7 @@ register_model(
         name="vtn-r50", paper_name="VTN-R50", category="composite transformer", paper_params_m=26.5,
         version="ResNet-50 per frame + 3 temporal transformer layers (d 256)", source=_VTN_SOURCE,
     ),
-    VTN, full=VtnConfig(), tiny=VtnConfig(trunk_args=TINY_RESNET, **_TINY_HEAD),
+    VTN, full=VtnConfig(), tiny=VtnConfig(trunk=TINY_TRUNKS["resnet50"], **_TINY_HEAD),
 )
 register_model(
     ModelSpec(
@@ -66,5 +71,6 @@ register_model(
         version="EfficientNet-B0 per frame + 3 temporal transformer layers (d 256)", source=_VTN_SOURCE,
         aliases=("vtn-effnet", "vtn-efficientnet"),
     ),
-    VTN, full=VtnConfig(trunk="efficientnet_b0"), tiny=VtnConfig(trunk="test_efficientnet", **_TINY_HEAD),
+    VTN, full=VtnConfig(trunk=TrunkConfig("efficientnet_b0")),
+    tiny=VtnConfig(trunk=TINY_TRUNKS["efficientnet_b0"], **_TINY_HEAD),
 )

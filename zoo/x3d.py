@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vcompile.zoo.layers import SqueezeExcite3d, make_divisible
-from vcompile.zoo.registry import register_model
-from vcompile.zoo.spec import KINETICS_MEAN, KINETICS_STD, ModelSpec
+from .layers import SqueezeExcite3d, VideoClassifier, make_divisible
+from .registry import register_model
+from .spec import KINETICS_MEAN, KINETICS_STD, ModelSpec
 
 __all__ = ["X3dConfig", "X3D", "X3dBlock"]
 
@@ -100,8 +100,13 @@ class X3dStem(nn.Module):
         return self.act(self.bn(self.conv_t(self.conv_xy(x))))
 
 
-class X3D(nn.Module):
-    """X3D: stem -> res2..res5 (spatial stride 2 each, temporal stride 1) -> projected-pool head -> logits."""
+class X3D(VideoClassifier):
+    """X3D: stem -> res2..res5 (spatial stride 2 each, temporal stride 1) -> projected-pool head -> logits.
+
+    ``num_features`` is the head's width after pooling (``head_width``), which the classifier reads.
+    """
+
+    classifier_name = "fc"
 
     def __init__(self, cfg: X3dConfig, *, num_classes: int, frames: int, size: int):
         super().__init__()
@@ -117,14 +122,15 @@ class X3D(nn.Module):
             ]))
             dim_in = width
         self.stages = nn.Sequential(*stages)
-        self.num_features = int(cfg.bottleneck_factor * cfg.widths[-1])
-        self.head_conv = nn.Conv3d(dim_in, self.num_features, 1, bias=False)
-        self.head_bn = nn.BatchNorm3d(self.num_features)
+        head_inner = int(cfg.bottleneck_factor * cfg.widths[-1])
+        self.head_conv = nn.Conv3d(dim_in, head_inner, 1, bias=False)
+        self.head_bn = nn.BatchNorm3d(head_inner)
         self.head_act = nn.ReLU()
-        self.post_conv = nn.Conv3d(self.num_features, cfg.head_width, 1, bias=False)
+        self.post_conv = nn.Conv3d(head_inner, cfg.head_width, 1, bias=False)
         self.post_act = nn.ReLU()
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(cfg.head_width, num_classes)
+        self.num_features = cfg.head_width
+        self.fc = nn.Linear(self.num_features, num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -147,10 +153,12 @@ class X3D(nn.Module):
         """(B, 3, T, H, W) -> (B, 192, T, H/32, W/32) feature map of res5."""
         return self.stages(self.stem(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head_act(self.head_bn(self.head_conv(self.forward_features(x))))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """1x1x1 conv -> global mean -> 1x1x1 conv to ``head_width`` -> dropout -> classifier."""
+        x = self.head_act(self.head_bn(self.head_conv(x)))
         x = self.post_act(self.post_conv(x.mean((2, 3, 4), keepdim=True)))
-        return self.fc(self.dropout(x.flatten(1)))
+        x = self.dropout(x.flatten(1))
+        return x if pre_logits else self.fc(x)
 
 
 X3D_XS = X3dConfig()

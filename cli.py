@@ -2,36 +2,43 @@
 
 Errors the user can act on print one line on stderr and exit non-zero; a traceback is shown only with
 VCOMPILE_DEBUG=1.
+
+Each command imports the layers it calls (`zoo`, `compile`, `runtimes`, `bench`) when it runs, not when this
+module loads: they import torch (about 2 s), and `vcompile --help` or a mistyped option should answer at once.
+Everything else is imported here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
 
-from vcompile import __version__
-from vcompile.errors import VcompileError
+from . import __version__
+from .errors import VcompileError
 
 FORMATS = click.Choice(["table", "json", "csv"], case_sensitive=False)
 
 
 def _console():
-    from rich.console import Console
-
     # Wide when piped, so tables stay one line per row in logs and CI output.
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def _table(title: str, columns: list[str], rows: list[list[object]]):
-    from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
-
     table = Table(title=title, title_justify="left")
     for col in columns:
         table.add_column(col, justify="right" if col[:1].isupper() and col.endswith(")") else "left")
@@ -79,8 +86,8 @@ def models(pattern: str, fmt: str, frames: int | None, size: int | None) -> None
     GFLOPs (2 per multiply-accumulate) and GMACs (the unit the papers call "GFLOPs") at 1x3x16x224x224,
     counted on meta tensors by torch.utils.flop_counter, so nothing is computed.
     """
-    from vcompile.zoo import get_spec, list_models
-    from vcompile.zoo.flops import model_cost
+    from .zoo import get_spec, list_models
+    from .zoo.flops import model_cost
 
     names = list_models(pattern)
     if not names:
@@ -122,10 +129,8 @@ def show(model: str, weights: str | None, tiny: bool, num_classes: int | None, f
 
     With --weights, also check that the file loads into the model (every key present, every shape right).
     """
-    from dataclasses import asdict
-
-    from vcompile.zoo import build_model, get_spec, load_weights
-    from vcompile.zoo.flops import model_cost
+    from .zoo import build_model, get_spec, load_weights
+    from .zoo.flops import model_cost
 
     spec = get_spec(model)
     cost = model_cost(spec.name, tiny=tiny, frames=frames, size=size, num_classes=num_classes)
@@ -192,13 +197,11 @@ def build(models: str, targets: str, precision: str | None, batch: int, frames: 
       vcompile build --model all --target onnx,executorch --tiny
       vcompile build --model swin-t --target executorch --explain
     """
-    from dataclasses import asdict
-    from pathlib import Path
+    from .bench.builds import build_grid, single_cell, write_grid
+    from .bench.selection import resolve_models, resolve_targets
+    from .compile import BuildOptions
 
-    from vcompile.compile import BuildOptions
-    from vcompile.compile.grid import build_grid, expand_models, expand_targets, single_cell, write_grid
-
-    names, target_names = expand_models(models), expand_targets(targets)
+    names, target_names = resolve_models(models), resolve_targets(targets)
     options = BuildOptions(batch=batch, frames=frames, size=size, seed=seed, weights=weights, tiny=tiny,
                            exporter=exporter, max_batch=max_batch)
     console = _console() if fmt == "table" else None
@@ -261,8 +264,6 @@ def _short(reason: str, limit: int = 60) -> str:
 
 
 def _cell_line(cell) -> str:
-    from rich.markup import escape
-
     if cell.status == "ok":
         source = "cached" if cell.cached else "built"
         return (f"[green]ok[/green]  {cell.model:<12} {cell.target:<11} {_human_bytes(cell.bytes):>9}  "
@@ -273,8 +274,6 @@ def _cell_line(cell) -> str:
 
 def _status(console, message: str):
     """A spinner showing the current build stage; yields a function that updates its text."""
-    import contextlib
-
     @contextlib.contextmanager
     def spinner():
         if console is None or not console.is_terminal:
@@ -317,49 +316,29 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
     agreement. A top-1 disagreement where the reference's top-2 margin is within tolerance is a tie, not a
     failure. Exit status is 0 only if every row passes.
     """
-    from dataclasses import replace
-    from pathlib import Path
+    from .bench.metrics import tolerance_for
+    from .bench.parity import PARITY_RUNTIMES, run_parity
+    from .bench.selection import resolve_models, select_runtimes
+    from .compile import BuildOptions
 
-    from rich.markup import escape
-    from rich.text import Text
-
-    from vcompile.bench.metrics import TOLERANCES
-    from vcompile.bench.parity import PARITY_RUNTIMES, run_parity
-    from vcompile.bench.video import load_clip
-    from vcompile.compile import BuildOptions
-    from vcompile.compile.grid import expand_models
-    from vcompile.runtimes import RUNTIMES, resolve_runtime
-    from vcompile.zoo import get_spec
-
-    names = expand_models(models)
+    names = resolve_models(models)
+    tol = tolerance_for(precision, atol, rtol)
+    if samples == 0 and not videos:
+        raise VcompileError("nothing to compare: --samples 0 and no --video; give seeded clips or a video")
     console = _console()
-    if runtimes.strip().lower() == "all":  # every runtime that can run here; say which cannot
-        chosen = []
-        for runtime in PARITY_RUNTIMES:
-            availability = RUNTIMES[runtime].probe()
-            if availability.can_run:
-                chosen.append(runtime)
-            else:
-                console.print(f"[yellow]skipped[/yellow] {runtime}: {escape(availability.detail)}")
-    else:
-        chosen = [resolve_runtime(r).name for r in runtimes.split(",") if r.strip()]
-    tol = TOLERANCES[precision]
-    tol = replace(tol, atol=tol.atol if atol is None else atol, rtol=tol.rtol if rtol is None else rtol)
-    if atol is not None or rtol is not None:
-        tol = replace(tol, elementwise=True)
+    selection = select_runtimes(runtimes, PARITY_RUNTIMES)
+    for runtime, reason in selection.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {runtime}: {escape(reason)}")
     options = BuildOptions(seed=seed, weights=weights, tiny=tiny)
     all_rows = []
     for name in names:
-        spec = get_spec(name)
-        frames, size = (4, 64) if tiny else (spec.frames, spec.size)
-        clips = [load_clip(v, frames, size, spec.mean, spec.std) for v in videos]
-        for clip in clips:
-            for note in clip.notes:
-                console.print(f"[yellow]note[/yellow]: {note}")
         with _status(console, f"parity {name}") as update:
-            rows = run_parity(name, chosen, precision=precision, samples=samples, seed=seed,
-                              videos=[c.tensor for c in clips], tol=tol, options=options, out=Path(out),
-                              localize=localize, log=update)
+            result = run_parity(name, selection.runtimes, precision=precision, samples=samples, seed=seed,
+                                videos=videos, tol=tol, options=options, out=Path(out), localize=localize,
+                                log=update)
+        for note in result.notes:
+            console.print(f"[yellow]note[/yellow]: {note}")
+        rows = result.rows
         all_rows.extend(rows)
         table_rows = []
         for row in rows:
@@ -370,8 +349,7 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
             metrics = ([f"{a.max_abs:.2e}", f"{a.max_rel:.2e}", f"{a.cosine:.6f}", f"{a.top1:.2f}"
                         + (f" ({a.ties} ties)" if a.ties else ""), f"{a.top5:.2f}"] if a else ["-"] * 5)
             table_rows.append([row.runtime, *metrics, verdict, row.message])
-        n_inputs = samples + len(clips)
-        table = _table(f"{name} ({precision}, {n_inputs} clips, atol {tol.atol:g}, rtol {tol.rtol:g}, "
+        table = _table(f"{name} ({precision}, {result.clips} clips, atol {tol.atol:g}, rtol {tol.rtol:g}, "
                        f"cosine >= {tol.min_cosine})",
                        ["runtime", "max abs", "max rel", "cosine", "top-1", "top-5", "result", "detail"], table_rows)
         console.print(table)
@@ -432,39 +410,21 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
       vcompile bench --model x3d-xs,movinet-a0 --mode single,mobile --iters 20
       vcompile bench --device cuda --mode train,batch,single --out results-h100.jsonl --resume
     """
-    import os
-    from pathlib import Path
-
-    from rich.markup import escape
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from vcompile.bench.case import MODES, CaseSpec
-    from vcompile.bench.sweep import plan_cases, run_sweep
-    from vcompile.compile.grid import expand_models
-    from vcompile.runtimes import RUNTIMES, resolve_runtime
+    from .bench.case import CaseSpec
+    from .bench.environment import usable_cores
+    from .bench.selection import bench_runtimes, resolve_device, resolve_models, resolve_modes
+    from .bench.sweep import plan_cases, run_sweep
 
     console = _console()
-    names = expand_models(models)
-    mode_list = list(MODES) if modes.strip().lower() == "all" else [m.strip().lower() for m in modes.split(",")]
-    unknown = [m for m in mode_list if m not in MODES]
-    if unknown:
-        raise VcompileError(f"unknown mode {unknown[0]!r}; choose from {', '.join(MODES)} or all")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise VcompileError(f"unknown device {device!r}; use cpu or cuda[:N]")
-    if runtimes.strip().lower() == "all":
-        runtime_list = []
-        for name, info in RUNTIMES.items():
-            if name == "inductor":
-                continue  # minutes of compilation per model; ask for it by name
-            availability = info.probe()
-            if availability.can_run:
-                runtime_list.append(name)
-            elif any(name in MODES[m].runtimes for m in mode_list):
-                console.print(f"[yellow]skipped[/yellow] {name}: {escape(availability.detail)}")
-    else:
-        runtime_list = [resolve_runtime(r).name for r in runtimes.split(",") if r.strip()]
+    names = resolve_models(models)
+    mode_list = resolve_modes(modes)
+    device = resolve_device(device)
+    selection = bench_runtimes(runtimes, mode_list)
+    for name, reason in selection.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {name}: {escape(reason)}")
+    runtime_list = selection.runtimes
     base = CaseSpec(model="", runtime="", mode="", device=device, precision=precision, batch=batch,
-                    threads=threads or len(os.sched_getaffinity(0)), warmup=warmup, iters=iters, budget_s=budget_s,
+                    threads=threads or usable_cores(), warmup=warmup, iters=iters, budget_s=budget_s,
                     seed=seed, tiny=tiny, out=artifacts, processes=processes)
     cases = plan_cases(names, runtime_list, mode_list, base)
     if not cases:
@@ -499,8 +459,6 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
 
 
 def _record_line(record) -> str:
-    from rich.markup import escape
-
     head = f"{record.model:<12} {record.runtime:<11} {record.mode:<6} {record.precision:<4} b{record.batch:<3}"
     if record.status == "ok":
         note = f"  [yellow]{escape(record.message)}[/yellow]" if record.message else ""
@@ -526,9 +484,7 @@ def report(results: tuple[str, ...], out: str, build_grid: str | None, parity_fi
     memory table follows the layout of the paper's Table 2; GMACs against latency (appendix A); average relative
     latency against the paper's accuracy (the summary figure). Writes markdown, CSV and a self-contained HTML page.
     """
-    from pathlib import Path
-
-    from vcompile.bench.report import write_report
+    from .bench.report import write_report
 
     written = write_report([Path(r) for r in results], Path(out), build_grid=Path(build_grid) if build_grid else None,
                            parity=[Path(p) for p in parity_files])
@@ -540,8 +496,8 @@ def report(results: tuple[str, ...], out: str, build_grid: str | None, parity_fi
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def doctor(fmt: str) -> None:
     """Report this machine: Python and package versions, CPU and GPU, and which runtimes can build and run here."""
-    from vcompile.bench.environment import environment
-    from vcompile.runtimes import RUNTIMES, probe_all
+    from .bench.environment import environment
+    from .runtimes import RUNTIMES, probe_all
 
     env = environment()
     runtimes = probe_all()
@@ -568,8 +524,6 @@ def doctor(fmt: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn every error into one line and an exit status."""
-    import logging
-
     # torchao (imported by executorch and coremltools) registers an Enum with torch's pytree, which logs a
     # deprecation warning on every run; it is about torchao, not about anything the user can change.
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from functools import cache
 from statistics import mean
 
-from vcompile.bench.case import MODES
-from vcompile.bench.paper import normalised_accuracy
-from vcompile.bench.records import Record
-from vcompile.errors import VcompileError
+from ..errors import VcompileError
+from ..zoo import get_spec
+from .case import MODES
+from .paper import normalised_accuracy
+from .records import Record
 
 __all__ = ["Device", "Series", "LatencyRow", "AverageRow", "SummaryPoint", "PAPER_MODES", "CATEGORY_COLOURS",
            "category_of", "model_sort_key", "device_of", "series_of", "measured", "relative_latencies",
@@ -120,8 +121,6 @@ class SpeedupRow:
 
 @cache
 def category_of(model: str) -> str:
-    from vcompile.zoo import get_spec
-
     try:
         return get_spec(model).category
     except VcompileError:

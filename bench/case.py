@@ -14,6 +14,19 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+import torch
+
+from ..compile import BuildOptions, example_input, get_target
+from ..errors import VcompileError
+from ..runtimes import RUNTIMES, load
+from ..zoo import create_model, get_spec
+from ..zoo.flops import model_cost
+from .environment import environment
+from .parity import build_verified
+from .records import Record
+from .timing import time_runs
+from .train import TrainStep
+
 __all__ = ["ModeSpec", "MODES", "CaseSpec", "resolve_precision", "run_case"]
 
 
@@ -84,15 +97,6 @@ def _peak_host_mb() -> float:
 
 def run_case(case: CaseSpec):
     """Measure one case in this process and return its `Record` (errors become records, not exceptions)."""
-    import torch
-
-    from vcompile.bench.environment import environment
-    from vcompile.bench.records import Record
-    from vcompile.bench.timing import time_runs
-    from vcompile.errors import VcompileError
-    from vcompile.zoo import get_spec
-    from vcompile.zoo.flops import model_cost
-
     started = time.perf_counter()
     mode = MODES[case.mode]
     precision = resolve_precision(case.precision, case.mode, case.device)
@@ -151,12 +155,6 @@ class _Unsupported(Exception):
 
 def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...]):
     """Build what the case runs: (step, target, artifact path, precision that runs); ``step()`` is one timed unit."""
-    import torch
-
-    from vcompile.compile import example_input
-    from vcompile.runtimes import RUNTIMES, load
-    from vcompile.zoo import create_model
-
     info = RUNTIMES[case.runtime]
     if case.runtime not in MODES[case.mode].runtimes:
         raise _Unsupported(f"mode {case.mode} does not run on {case.runtime}; its runtimes are "
@@ -166,8 +164,6 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
         raise _Unsupported(f"{case.runtime} cannot run here: {availability.detail}")
     clip = example_input(shape, case.seed + 1)
     if case.mode == "train":
-        from vcompile.bench.train import TrainStep
-
         _phase("create model")
         model = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
         return TrainStep(model, clip, precision=precision, device=case.device), None, None, precision
@@ -189,16 +185,14 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
 
 
 def _build_artifact(case: CaseSpec, precision: str, batch: int):
-    """The case's artifact from the cache (built if missing) and the precision it runs in."""
-    from vcompile.compile import BuildOptions, build, get_target
-    from vcompile.runtimes import RUNTIMES
-
+    """The case's artifact from the cache (built and verified if missing) and the precision it runs in."""
     tgt = get_target(RUNTIMES[case.runtime].target)
     runs_in = precision if precision in tgt.precisions else "fp32"
     _phase(f"build {tgt.name}")
-    artifact = build(case.model, tgt.name, BuildOptions(precision=runs_in, batch=batch, seed=case.seed,
-                                                        tiny=case.tiny, frames=case.frames, size=case.size),
-                     out=case.out, log=lambda stage: _phase(f"build {tgt.name}: {stage}"))
+    options = BuildOptions(precision=runs_in, batch=batch, seed=case.seed, tiny=case.tiny, frames=case.frames,
+                           size=case.size)
+    artifact = build_verified(case.model, tgt.name, options, out=case.out,
+                              log=lambda stage: _phase(f"build {tgt.name}: {stage}"))
     return artifact, runs_in
 
 

@@ -9,7 +9,11 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["PACKAGES", "package_versions", "cpu_info", "gpu_info", "git_commit", "environment"]
+import torch
+
+from .. import __version__
+
+__all__ = ["PACKAGES", "package_versions", "usable_cores", "cpu_info", "gpu_info", "git_commit", "environment"]
 
 # Distributions whose versions change what vcompile builds or measures.
 PACKAGES = ("torch", "torchvision", "timm", "onnx", "onnxscript", "onnxsim", "onnxruntime", "onnxruntime-gpu",
@@ -27,6 +31,13 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the OS has one (Linux), else every core (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @lru_cache(maxsize=1)
 def cpu_info() -> dict[str, object]:
     model = platform.processor() or platform.machine()
@@ -37,14 +48,12 @@ def cpu_info() -> dict[str, object]:
                 break
     except OSError:
         pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(), "usable_cores": usable}
+    return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(),
+            "usable_cores": usable_cores()}
 
 
 def gpu_info() -> list[dict[str, object]]:
     """CUDA devices torch can see, with compute capability, memory and driver version."""
-    import torch
-
     if not torch.cuda.is_available():
         return []
     driver = None
@@ -80,10 +89,6 @@ def git_commit() -> str | None:
 
 def environment() -> dict[str, object]:
     """Everything that identifies where a number was measured."""
-    import torch
-
-    from vcompile import __version__
-
     return {
         "host": platform.node(),
         "os": f"{platform.system()} {platform.release()}",

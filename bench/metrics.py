@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["Tolerance", "TOLERANCES", "Agreement", "compare_logits"]
+from ..errors import VcompileError
+
+__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "Agreement", "compare_logits"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,24 @@ TOLERANCES = {
     "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.999, elementwise=False),
     "bf16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, elementwise=False),
 }
+
+
+def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+    """The tolerance of a precision, with ``atol`` / ``rtol`` overriding its defaults.
+
+    An override makes the check elementwise at any precision (asking for a tolerance means wanting it applied).
+    Tolerances must be finite and non-negative: a NaN would make every comparison pass.
+    """
+    if precision not in TOLERANCES:
+        raise VcompileError(f"no tolerance for precision {precision!r}; choose from {', '.join(TOLERANCES)}")
+    tol = TOLERANCES[precision]
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise VcompileError(f"--{name} must be a finite number >= 0, got {value}")
+    if atol is None and rtol is None:
+        return tol
+    return replace(tol, atol=tol.atol if atol is None else atol, rtol=tol.rtol if rtol is None else rtol,
+                   elementwise=True)
 
 
 @dataclass(frozen=True)

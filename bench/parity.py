@@ -2,23 +2,31 @@
 
 Each runtime runs its own artifact, built through the cache from the same weights; the reference is the zoo
 model in eager fp32 on the CPU. Inputs are seeded clips (standard normal, like normalised video) or real video.
+
+`verify_build` is the check every build gets right after it is built (`vcompile.compile.build`'s ``verify``):
+the build's own check clips through the artifact's runtime, once, against the reference, computed once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from vcompile.bench.metrics import TOLERANCES, Agreement, Tolerance, compare_logits
-from vcompile.compile import BuildOptions, build, example_input
-from vcompile.errors import VcompileError
-from vcompile.runtimes import RUNTIMES, load, resolve_runtime
+from ..compile import Artifact, BuildContext, BuildOptions, build, example_input, get_target
+from ..errors import VcompileError
+from ..runtimes import RUNTIMES, load, resolve_runtime
+from ..zoo import create_model
+from .localize import localize_onnx
+from .metrics import TOLERANCES, Agreement, Tolerance, compare_logits
+from .video import load_clip
 
-__all__ = ["ParityRow", "parity_inputs", "reference_logits", "check_runtime", "run_parity", "PARITY_RUNTIMES"]
+__all__ = ["ParityRow", "ParityResult", "PARITY_RUNTIMES", "parity_inputs", "reference_logits", "check_runtime",
+           "verify_build", "build_verified", "run_parity"]
 
 # Runtimes that parity compares against the reference (torch itself is the reference).
 PARITY_RUNTIMES = tuple(name for name, info in RUNTIMES.items() if info.target is not None)
@@ -44,7 +52,17 @@ class ParityRow:
         return data
 
 
-def parity_inputs(shape: tuple[int, ...], samples: int, seed: int, videos: list[torch.Tensor] = ()) -> list[
+@dataclass(frozen=True)
+class ParityResult:
+    """The rows of one model, and what the inputs were: how many clips, and notes about the decoded videos."""
+
+    model: str
+    rows: list[ParityRow]
+    clips: int
+    notes: tuple[str, ...] = ()
+
+
+def parity_inputs(shape: tuple[int, ...], samples: int, seed: int, videos: Sequence[torch.Tensor] = ()) -> list[
         torch.Tensor]:
     """``samples`` seeded clips of ``shape`` (batch included), followed by any real-video clips."""
     clips = [example_input(shape, seed + 1000 + i) for i in range(samples)]
@@ -57,34 +75,60 @@ def reference_logits(model: torch.nn.Module, inputs: list[torch.Tensor]) -> np.n
 
 
 def check_runtime(artifact_or_model, runtime: str, inputs: list[torch.Tensor], reference: np.ndarray,
-                  tol: Tolerance, precision: str = "fp32", threads: int | None = None) -> Agreement:
+                  tol: Tolerance, precision: str | None = None, threads: int | None = None) -> Agreement:
     """Run ``inputs`` through one runtime and compare with ``reference`` (raises `VcompileError` on failure)."""
     with load(artifact_or_model, runtime, precision=precision, threads=threads) as runner:
         got = np.concatenate([runner.infer(x.numpy()) for x in inputs])
     return compare_logits(reference, got, tol)
 
 
+def verify_build(artifact: Artifact, ctx: BuildContext) -> dict[str, Any]:
+    """A fresh artifact against PyTorch on the build's check clips, in its runtime (the manifest's ``parity``).
+
+    ``status`` is ``pass`` or ``fail`` with the agreement, ``error`` with the reason when the runtime cannot load
+    or run the artifact, or ``not run`` when the runtime cannot run on this machine (Core ML off macOS).
+    """
+    runtime = artifact.manifest["runtime"]
+    availability = RUNTIMES[runtime].probe()
+    if not availability.can_run:
+        return {"status": "not run", "runtime": runtime, "reason": availability.detail}
+    reference = np.concatenate([r.float().numpy() for r in ctx.reference()])
+    precision = artifact.manifest["options"]["precision"]
+    try:
+        agreement = check_runtime(artifact, runtime, ctx.check_inputs, reference, TOLERANCES[precision],
+                                  precision=precision, threads=torch.get_num_threads())
+    except VcompileError as err:
+        return {"status": "error", "runtime": runtime, "reason": str(err)}
+    return {"status": "pass" if agreement.passed else "fail", "runtime": runtime,
+            "batches": [int(x.shape[0]) for x in ctx.check_inputs], **agreement.to_dict()}
+
+
+def build_verified(model: str, target: str, options: BuildOptions | None = None, **kwargs) -> Artifact:
+    """`vcompile.compile.build` with `verify_build`: how vcompile's commands build (same arguments)."""
+    return build(model, target, options, verify=verify_build, **kwargs)
+
+
 def run_parity(model: str, runtimes: list[str], *, precision: str = "fp32", samples: int = 2, seed: int = 0,
-               videos: list[torch.Tensor] = (), tol: Tolerance | None = None, options: BuildOptions | None = None,
+               videos: Sequence[str | Path] = (), tol: Tolerance | None = None, options: BuildOptions | None = None,
                out: Path = Path("artifacts"), threads: int | None = None, localize: bool = False,
-               log: Callable[[str], None] | None = None) -> list[ParityRow]:
+               log: Callable[[str], None] | None = None) -> ParityResult:
     """Check every runtime of ``runtimes`` against PyTorch eager fp32 for one model.
 
     Artifacts are built (or fetched from the cache) at batch 1, so every runtime sees identical clips one at a
-    time; runtimes that cannot run here are reported as unavailable rather than skipped silently. With
+    time: ``samples`` seeded clips, then one clip per video file in ``videos``, decoded at the model's clip length
+    and size. Runtimes that cannot run here are reported as unavailable rather than skipped silently. With
     ``localize``, a failing onnxruntime row names the first PyTorch module whose output diverges; other runtimes
     report final outputs only.
     """
-    from vcompile.compile import get_target
-    from vcompile.zoo import create_model
-
     options = replace(options or BuildOptions(), batch=1, precision=precision)
     tol = tol or TOLERANCES[precision]
     log = log or (lambda message: None)
     reference_model = create_model(model, num_classes=options.num_classes, frames=options.frames,
                                    size=options.size, seed=options.seed, weights=options.weights, tiny=options.tiny)
-    args = reference_model.build_args
-    inputs = parity_inputs((1, 3, args["frames"], args["size"], args["size"]), samples, seed, videos)
+    args, spec = reference_model.build_args, reference_model.spec
+    decoded = [load_clip(v, args["frames"], args["size"], spec.mean, spec.std) for v in videos]
+    inputs = parity_inputs((1, 3, args["frames"], args["size"], args["size"]), samples, seed,
+                           [c.tensor for c in decoded])
     reference = reference_logits(reference_model, inputs)
     rows = []
     for name in runtimes:
@@ -99,7 +143,8 @@ def run_parity(model: str, runtimes: list[str], *, precision: str = "fp32", samp
                                           message=f"{target.name} builds {', '.join(target.precisions)} only"))
                     continue
                 log(f"{model}: building {target.name}")
-                artifact = build(model, target.name, options, out=out, log=lambda stage: log(f"{model}: {stage}"))
+                artifact = build_verified(model, target.name, options, out=out,
+                                          log=lambda stage: log(f"{model}: {stage}"))
             if not availability.can_run:
                 rows.append(ParityRow(model, info.name, precision, "unavailable", message=availability.detail,
                                       artifact=str(artifact.file()) if artifact else None))
@@ -116,7 +161,7 @@ def run_parity(model: str, runtimes: list[str], *, precision: str = "fp32", samp
         if localize and not agreement.passed:
             row = _localized(row, reference_model, artifact, inputs, tol, log)
         rows.append(row)
-    return rows
+    return ParityResult(model, rows, len(inputs), tuple(n for c in decoded for n in c.notes))
 
 
 def _localized(row: ParityRow, reference_model, artifact, inputs, tol: Tolerance, log) -> ParityRow:
@@ -124,8 +169,6 @@ def _localized(row: ParityRow, reference_model, artifact, inputs, tol: Tolerance
     if row.runtime != "onnxruntime":
         return replace(row, notes=(*row.notes, f"localization: onnxruntime only; {row.runtime} reports final "
                                                "outputs"))
-    from vcompile.bench.localize import localize_onnx
-
     log(f"{row.model}: localizing")
     found = localize_onnx(reference_model, artifact.file(), inputs[0], tol, scopes_from=artifact.file("exported"))
     return replace(row, notes=(*row.notes, found.describe()), localization=found.to_dict())

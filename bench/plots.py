@@ -8,7 +8,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from statistics import mean
 
-from vcompile.bench.analysis import (
+from matplotlib.figure import Figure  # no pyplot: nothing global, no display, Agg renders the PNG
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from .analysis import (
     CATEGORY_COLOURS,
     AverageRow,
     Device,
@@ -22,7 +27,7 @@ from vcompile.bench.analysis import (
     model_sort_key,
     series_of,
 )
-from vcompile.bench.records import Record
+from .records import Record
 
 __all__ = ["plot_relative", "plot_flops", "plot_summary", "plot_speedups"]
 
@@ -30,8 +35,6 @@ _MARKERS = "osD^v<>ph*X"
 
 
 def _figure(height: float, width: float = 8.0):
-    from matplotlib.figure import Figure  # no pyplot: nothing global, no display, Agg renders the PNG
-
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.subplots()
 
@@ -42,8 +45,6 @@ def _save(fig, path: Path) -> Path:
 
 
 def _category_handles(models: Iterable[str]) -> list:
-    from matplotlib.patches import Patch
-
     present = {category_of(m) for m in models}
     return [Patch(color=colour, label=name) for name, colour in CATEGORY_COLOURS.items() if name in present]
 
@@ -54,8 +55,6 @@ def _legend_outside(ax, handles: list) -> None:
 
 def _log_scale(ax, which: str, values: list[float]) -> None:
     """A log axis labelled with plain numbers; minor ticks are labelled only when the data spans little."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
     getattr(ax, f"set_{which}scale")("log")
     axis = ax.xaxis if which == "x" else ax.yaxis
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -68,8 +67,6 @@ def _log_scale(ax, which: str, values: list[float]) -> None:
 def plot_relative(series: Series, averages: list[AverageRow], rows: list[LatencyRow], path: Path) -> Path:
     """Horizontal bars of relative latency, fastest first; with several devices, bars are the mean and markers
     the individual devices."""
-    from matplotlib.lines import Line2D
-
     avgs = [a for a in averages if a.series == series]
     devices = sorted({r.device for r in rows if r.series == series}, key=Device.sort_key)
     fig, ax = _figure(1.6 + 0.32 * len(avgs))
@@ -100,8 +97,6 @@ def plot_relative(series: Series, averages: list[AverageRow], rows: list[Latency
 
 def plot_flops(mode: str, records: list[Record], path: Path) -> Path:
     """GMACs per clip against measured mean latency (log-log), one marker per device and runtime."""
-    from matplotlib.lines import Line2D
-
     groups: dict[tuple, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
     for r in measured(records):
         if r.mode == mode and r.gmacs:
@@ -169,8 +164,6 @@ def plot_speedups(rows: list[SpeedupRow], title: str, path: Path) -> Path:
     spread = [r.speedup for r in rows]
     low, high = min(min(spread), 1.0) / 1.15, max(max(spread), 1.0) * 1.15
     ax.set_xlim(low, high)
-    from matplotlib.ticker import FuncFormatter
-
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if high / low < 8 else ""))
     ax.set_yticks(range(len(models)), models, fontsize=8)

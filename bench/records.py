@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA", "STATUSES", "LatencyStats", "Record", "append_record", "read_records"]
+from ..errors import VcompileError
+
+__all__ = ["SCHEMA", "LatencyStats", "Record", "append_record", "read_records"]
 
 SCHEMA = "vcompile.bench/1"
-STATUSES = ("ok", "oom", "timeout", "crashed", "unsupported", "error")
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,6 @@ def append_record(path: Path, record: Record) -> None:
 
 def read_records(path: Path) -> list[Record]:
     """Read a results file; a torn last line (a sweep killed mid-write) is ignored, other bad lines are errors."""
-    from vcompile.errors import VcompileError
-
     if not path.is_file():
         raise VcompileError(f"results file not found: {path}")
     records = []

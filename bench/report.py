@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from statistics import mean, median
 
-from vcompile.bench.analysis import (
+from ..errors import VcompileError
+from .analysis import (
     PAPER_MODES,
     AverageRow,
     Device,
@@ -39,10 +40,9 @@ from vcompile.bench.analysis import (
     spearman,
     summary_points,
 )
-from vcompile.bench.paper import paper_accuracy
-from vcompile.bench.plots import plot_flops, plot_relative, plot_speedups, plot_summary
-from vcompile.bench.records import Record, read_records
-from vcompile.errors import VcompileError
+from .paper import paper_accuracy
+from .plots import plot_flops, plot_relative, plot_speedups, plot_summary
+from .records import Record, read_records
 
 __all__ = ["write_report"]
 

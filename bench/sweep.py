@@ -18,8 +18,10 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from vcompile.bench.case import MODES, CaseSpec, resolve_precision
-from vcompile.bench.records import Record, append_record, read_records
+from ..runtimes import RUNTIMES
+from .case import MODES, CaseSpec, resolve_precision
+from .environment import environment
+from .records import Record, append_record, read_records
 
 __all__ = ["plan_cases", "run_case_isolated", "run_sweep", "DEFAULT_TIMEOUT_S"]
 
@@ -36,8 +38,6 @@ def plan_cases(models: Iterable[str], runtimes: Iterable[str], modes: Iterable[s
 
 def _skeleton(case: CaseSpec, status: str, message: str, wall_s: float) -> Record:
     """A record for a case whose process died before it could report."""
-    from vcompile.bench.environment import environment
-
     batch = case.batch or MODES[case.mode].batch
     return Record(model=case.model, runtime=case.runtime, mode=case.mode, status=status,
                   precision=resolve_precision(case.precision, case.mode, case.device), batch=batch, input_shape=[],
@@ -136,8 +136,6 @@ def run_sweep(cases: list[CaseSpec], out: Path, *, resume: bool = False, timeout
         done = {r.settings_key for r in read_records(out)}
     todo = [c for c in cases if c.settings_key() not in done]
     records = []
-    from vcompile.runtimes import RUNTIMES
-
     for index, case in enumerate(todo):
         if on_start:
             on_start(index, case)

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 __all__ = ["TimedRuns", "time_runs"]
 
 
@@ -60,14 +62,10 @@ def _timed_cpu(step: Callable[[], object]) -> float:
 
 
 def _cuda_sync() -> Callable[[], None]:
-    import torch
-
     return torch.cuda.synchronize
 
 
 def _timed_cuda(step: Callable[[], object]) -> float:
-    import torch
-
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     start.record()

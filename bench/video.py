@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vcompile.errors import MissingDependencyError, VcompileError
+from ..errors import MissingDependencyError, VcompileError
 
 __all__ = ["VideoError", "Clip", "sample_indices", "load_clip"]
 

@@ -6,21 +6,40 @@
 
 Each target is a module of this package (``onnx``, ``tensorrt``, ``coreml``, ``executorch``, ``ptl``) that
 defines ``TARGET``, a `Target`; its runtime twin has the same module name in `vcompile.runtimes`.
+
+`compile` turns modules into artifacts and never runs one. The check that a fresh artifact computes what the
+model computes runs in the layer above, which passes it to `build` as ``verify`` (`vcompile.bench.parity`'s
+`verify_build`); its result is the manifest's ``parity``. Without it a manifest says ``unverified``, and a later
+build with a verifier verifies the cached artifact and records the result.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from vcompile.compile.base import PRECISIONS, Artifact, BuildContext, BuildOptions, Target, TargetResult
-from vcompile.compile.cache import (
+from ..errors import VcompileError, WeightsError
+from ..zoo import build_model, create_model, get_spec
+from .base import (
+    PRECISIONS,
+    UNVERIFIED,
+    Artifact,
+    BuildContext,
+    BuildOptions,
+    Target,
+    TargetResult,
+    Verifier,
+    example_input,
+)
+from .cache import (
     SCHEMA,
     cache_key,
     describe_files,
@@ -30,10 +49,10 @@ from vcompile.compile.cache import (
     verify_artifact,
     write_manifest,
 )
-from vcompile.errors import VcompileError
 
-__all__ = ["PRECISIONS", "Artifact", "BuildContext", "BuildOptions", "BuildError", "Target", "TargetResult",
-           "TARGET_NAMES", "get_target", "resolve_target", "build", "example_input", "DEFAULT_OUT"]
+__all__ = ["PRECISIONS", "UNVERIFIED", "Artifact", "BuildContext", "BuildOptions", "BuildError", "Target",
+           "TargetResult", "Verifier", "TARGET_NAMES", "get_target", "resolve_target", "resolve_targets", "build",
+           "example_input", "DEFAULT_OUT"]
 
 TARGET_NAMES = ("onnx", "tensorrt", "coreml", "executorch", "ptl")
 _ALIASES = {"trt": "tensorrt", "et": "executorch", "ort": "onnx", "pte": "executorch", "mlpackage": "coreml",
@@ -54,14 +73,19 @@ def resolve_target(name: str) -> str:
     return key
 
 
+def resolve_targets(spec: str) -> list[str]:
+    """``all`` or a comma-separated list of target names and aliases -> canonical names (duplicates dropped)."""
+    if spec.strip().lower() == "all":
+        return list(TARGET_NAMES)
+    names = list(dict.fromkeys(resolve_target(t) for t in spec.split(",") if t.strip()))
+    if not names:
+        raise VcompileError(f"no target given in {spec!r}; name one or more of {', '.join(TARGET_NAMES)}, or all")
+    return names
+
+
 def get_target(name: str) -> Target:
     """The `Target` of a name or alias (importing its module; heavy packages load only when it builds)."""
-    return importlib.import_module(f"vcompile.compile.{resolve_target(name)}").TARGET
-
-
-def example_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    """The seeded clip used to trace and to check a build (standard normal, like normalised video)."""
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    return importlib.import_module(f"{__name__}.{resolve_target(name)}").TARGET
 
 
 def _weights_identity(weights: str | None) -> str | None:
@@ -69,35 +93,48 @@ def _weights_identity(weights: str | None) -> str | None:
         return None
     path = Path(weights)
     if not path.is_file():
-        from vcompile.errors import WeightsError
-
         raise WeightsError(f"weights file not found: {path}; give the path of a .safetensors or .pt state dict")
     return file_sha256(path)
 
 
-def _quick_parity(artifact: Artifact, ctx: BuildContext) -> dict:
-    """Run the build's example through the artifact's runtime, if it can run here, and compare with PyTorch."""
-    from vcompile.bench.metrics import TOLERANCES, compare_logits
-    from vcompile.runtimes import RUNTIMES, load
+def _check_inputs(tgt: Target, shape: tuple[int, ...], seed: int) -> list[torch.Tensor]:
+    """The clips a build is verified on: the example, and another batch for targets with a dynamic batch."""
+    inputs = [example_input(shape, seed)]
+    if tgt.dynamic_batch:
+        inputs.append(example_input((1 if shape[0] > 1 else 2, *shape[1:]), seed + 1))
+    return inputs
 
-    availability = RUNTIMES[artifact.manifest["runtime"]].probe()
-    if not availability.can_run:
-        return {"status": "not run", "reason": availability.detail}
-    try:
-        with load(artifact, artifact.manifest["runtime"]) as runner:
-            got = runner.infer(ctx.example.numpy())
-    except VcompileError as err:
-        return {"status": "error", "reason": str(err)}
-    with torch.inference_mode():
-        want = ctx.model(ctx.example).numpy()
-    agreement = compare_logits(want, got, TOLERANCES[ctx.options.precision])
-    return {"status": "pass" if agreement.passed else "fail", "runtime": artifact.manifest["runtime"],
-            **agreement.to_dict()}
+
+def _context(spec_name: str, tgt: Target, shape: tuple[int, ...], options: BuildOptions, out_dir: Path,
+             out: Path, dependency: Artifact | None, log: Callable[[str], None],
+             explain: Callable[[str, str, dict], None] | None) -> BuildContext:
+    inputs = _check_inputs(tgt, shape, options.seed)
+    return BuildContext(model=None, example=inputs[0], options=options, out_dir=out_dir, dependency=dependency,
+                        log=log, cache_root=Path(out), check_inputs=inputs,
+                        explain=(lambda e: explain(spec_name, tgt.name, e)) if explain else (lambda e: None))
+
+
+def _create_model(spec_name: str, options: BuildOptions) -> torch.nn.Module:
+    return create_model(spec_name, num_classes=options.num_classes, frames=options.frames, size=options.size,
+                        seed=options.seed, weights=options.weights, tiny=options.tiny)
+
+
+def _verifier(artifact: Artifact, ctx: BuildContext, verify: Verifier | None) -> Callable[[dict[str, str]], dict]:
+    """``ctx.verify``: runs ``verify`` on the files a target has written so far, in the stage ``verify``."""
+
+    def check(files: dict[str, str]) -> dict[str, Any]:
+        if verify is None:
+            return dict(UNVERIFIED)
+        manifest = {**artifact.manifest, "files": {role: {"name": name} for role, name in files.items()}}
+        with ctx.stage("verify"):
+            return verify(Artifact(artifact.model, artifact.target, artifact.key, artifact.path, manifest), ctx)
+
+    return check
 
 
 def build(model: str, target: str, options: BuildOptions | None = None, *, out: str | Path = DEFAULT_OUT,
           force: bool = False, log: Callable[[str], None] | None = None,
-          explain: Callable[[str, str, dict], None] | None = None) -> Artifact:
+          explain: Callable[[str, str, dict], None] | None = None, verify: Verifier | None = None) -> Artifact:
     """Build (or fetch from the cache) one model for one target.
 
     Args:
@@ -109,21 +146,22 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         log: called with the name of each stage as it starts (for progress display).
         explain: called as ``explain(model, target, explanation)`` by targets that accelerate part of a graph
             (executorch, coreml) with the ops left outside the accelerator; from the manifest on a cache hit.
+        verify: checks the artifact right after it is built (see `Verifier`); its result is the manifest's
+            ``parity``. A cached artifact that was built without one is verified now and its manifest updated.
 
     Raises:
         VcompileError: unknown model or target, unsupported precision, missing package; BuildError when the
             target fails.
     """
-    from vcompile.zoo import build_model, create_model, get_spec
-
     options = options or BuildOptions()
     log = log or (lambda message: None)
     spec = get_spec(model)
     tgt = get_target(target)
     if options.precision not in tgt.precisions:
         raise VcompileError(f"the {tgt.name} target builds {', '.join(tgt.precisions)}, not {options.precision}")
-    if tgt.name in spec.unsupported:
-        raise BuildError(f"{spec.name} cannot be built for {tgt.name}: {spec.unsupported[tgt.name]}")
+    unsupported = spec.unsupported_reason(tgt.name)
+    if unsupported is not None:
+        raise BuildError(f"{spec.name} cannot be built for {tgt.name}: {unsupported}")
     if options.batch < 1:
         raise VcompileError(f"batch must be at least 1, got {options.batch}")
     reason = tgt.unavailable_reason()
@@ -154,25 +192,32 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         if problem is None:
             if explain and "explain" in manifest["info"]:
                 explain(spec.name, tgt.name, manifest["info"]["explain"])
-            return Artifact(spec.name, tgt.name, key, folder, manifest, cached=True)
+            artifact = Artifact(spec.name, tgt.name, key, folder, manifest, cached=True)
+            if verify is not None and manifest.get("parity", {}).get("status") == UNVERIFIED["status"]:
+                artifact = _verify_cached(artifact, tgt, shape, options, out, dependency, log, verify)
+            return artifact
         log(f"rebuilding: {problem}")
 
-    staging = folder.with_name(f"{key}.partial")
+    # A staging folder per process, so that concurrent builds of one key never write into each other's files.
+    staging = folder.with_name(f"{key}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir(parents=True)
     except OSError as err:
         raise VcompileError(f"cannot write artifacts under {out} ({err.strerror}); choose a writable --out") from None
     started = time.perf_counter()
-    ctx = BuildContext(model=None, example=example_input(shape, options.seed), options=options, out_dir=staging,
-                       dependency=dependency, log=log, cache_root=Path(out),
-                       explain=(lambda e: explain(spec.name, tgt.name, e)) if explain else (lambda e: None))
+    ctx = _context(spec.name, tgt, shape, options, staging, Path(out), dependency, log, explain)
+    manifest = {
+        "schema": SCHEMA, "model": spec.name, "target": tgt.name, "key": key, "key_inputs": key_inputs,
+        "options": options.to_dict(), "input_shape": list(shape), "runtime": tgt.runtime,
+        "dependency": str(dependency.path) if dependency else None,
+    }
+    ctx.verify = _verifier(Artifact(spec.name, tgt.name, key, staging, manifest), ctx, verify)
     try:
         with ctx.stage("create model"):
-            ctx.model = create_model(spec.name, num_classes=options.num_classes, frames=options.frames,
-                                     size=options.size, seed=options.seed, weights=options.weights,
-                                     tiny=options.tiny)
+            ctx.model = _create_model(spec.name, options)
         result = tgt.build(ctx)
+        parity = result.parity or ctx.verify(result.files)
     except VcompileError:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -182,17 +227,25 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise BuildError(f"{tgt.name} build of {spec.name} failed at '{stage}': {type(err).__name__}: {first}") \
             from err
-    manifest = {
-        "schema": SCHEMA, "model": spec.name, "target": tgt.name, "key": key, "key_inputs": key_inputs,
-        "options": options.to_dict(), "input_shape": list(shape), "runtime": tgt.runtime,
+    manifest.update({
         "files": describe_files(staging, result.files), "stages": ctx.stages,
-        "build_seconds": round(time.perf_counter() - started, 3), "info": result.info,
+        "build_seconds": round(time.perf_counter() - started, 3), "info": result.info, "parity": parity,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dependency": str(dependency.path) if dependency else None,
-    }
-    with ctx.stage("parity"):
-        manifest["parity"] = _quick_parity(Artifact(spec.name, tgt.name, key, staging, manifest), ctx)
+    })
     write_manifest(staging, manifest)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return Artifact(spec.name, tgt.name, key, folder, manifest, cached=False)
+
+
+def _verify_cached(artifact: Artifact, tgt: Target, shape: tuple[int, ...], options: BuildOptions, out: str | Path,
+                   dependency: Artifact | None, log: Callable[[str], None], verify: Verifier) -> Artifact:
+    """Verify a cached artifact that was built without a verifier, and record the result in its manifest."""
+    ctx = _context(artifact.model, tgt, shape, options, artifact.path, Path(out), dependency, log, None)
+    with ctx.stage("create model"):
+        ctx.model = _create_model(artifact.model, options)
+    with ctx.stage("verify"):
+        parity = verify(artifact, ctx)
+    manifest = {**artifact.manifest, "parity": parity}
+    write_manifest(artifact.path, manifest)
+    return Artifact(artifact.model, artifact.target, artifact.key, artifact.path, manifest, cached=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "BuildOptions", "Target", "BuildContext", "TargetResult", "Artifact", "module_path"]
+__all__ = ["PRECISIONS", "UNVERIFIED", "BuildOptions", "Target", "BuildContext", "TargetResult", "Artifact",
+           "Verifier", "example_input", "module_path"]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# The manifest's "parity" of an artifact built without a verifier (`vcompile.compile.build` called on its own).
+UNVERIFIED = {"status": "unverified", "reason": "built without a verifier; vcompile's commands verify every build"}
+
+
+def example_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """The seeded clip used to trace and to check a build (standard normal, like normalised video)."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def module_path(node: torch.fx.Node) -> str | None:
@@ -64,11 +74,19 @@ class TargetResult:
 
     files: dict[str, str]  # role -> file name inside the artifact folder; role "model" is the one a runtime loads
     info: dict[str, Any] = field(default_factory=dict)
+    # The verification a target already ran on exactly these files through `BuildContext.verify` (onnx verifies
+    # each exporter's graph, to fall back on the other when one does not run); None: `build` verifies them.
+    parity: dict[str, Any] | None = None
 
 
 @dataclass
 class BuildContext:
-    """What a target's build function receives. Files go into ``out_dir``; time stages with ``stage``."""
+    """What a target's build function receives. Files go into ``out_dir``; time stages with ``stage``.
+
+    ``check_inputs`` are the seeded clips a build is verified on: the example at the build batch and, for targets
+    with a dynamic batch, a second clip at another batch. `reference` gives the PyTorch outputs on them, computed
+    once per build however often the build is verified.
+    """
 
     model: nn.Module  # eval mode, fp32, on the CPU, seeded or loaded weights
     example: torch.Tensor  # (batch, 3, T, H, W), seeded
@@ -81,22 +99,28 @@ class BuildContext:
     # Targets that accelerate only part of a graph call this, as soon as they know, with what runs outside the
     # accelerator (`vcompile build --explain`); the same dict goes into the manifest's info as "explain".
     explain: Callable[[dict[str, Any]], None] = lambda explanation: None
+    check_inputs: list[torch.Tensor] = field(default_factory=list)
+    # Set by `vcompile.compile.build`: checks the files written so far (role -> name) and returns the manifest's
+    # "parity" entry; `UNVERIFIED` when the build has no verifier.
+    verify: Callable[[dict[str, str]], dict[str, Any]] = lambda files: dict(UNVERIFIED)
+    _reference: list[torch.Tensor] | None = field(default=None, repr=False)
 
-    def stage(self, name: str):
-        """Context manager that records how long a build stage took (``with ctx.stage("export"): ...``)."""
-        import time
-        from contextlib import contextmanager
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Record how long a build stage takes (``with ctx.stage("export"): ...``)."""
+        self.log(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(time.perf_counter() - start, 3)
 
-        @contextmanager
-        def timer():
-            self.log(name)
-            start = time.perf_counter()
-            try:
-                yield
-            finally:
-                self.stages[name] = round(time.perf_counter() - start, 3)
-
-        return timer()
+    def reference(self) -> list[torch.Tensor]:
+        """PyTorch eager fp32 outputs on ``check_inputs`` (computed on first use, then reused)."""
+        if self._reference is None:
+            with torch.inference_mode():
+                self._reference = [self.model(x) for x in self.check_inputs]
+        return self._reference
 
 
 @dataclass(frozen=True)
@@ -113,7 +137,8 @@ class Target:
         default_precision: the precision built when none is asked for (coreml: fp16).
         runtime: the runtime that runs its artifacts.
         depends_on: a target whose artifact it is built from.
-        aliases: other names accepted on the command line.
+        dynamic_batch: whether its artifacts take other batches than the one built for (verified at two).
+        needs: why it cannot build here beyond missing packages (e.g. no GPU); None if it can.
     """
 
     name: str
@@ -125,8 +150,8 @@ class Target:
     precisions: tuple[str, ...] = ("fp32",)
     default_precision: str = "fp32"
     depends_on: str | None = None
-    aliases: tuple[str, ...] = ()
-    needs: Callable[[], str | None] = lambda: None  # why it cannot build here beyond packages (e.g. no GPU)
+    dynamic_batch: bool = False
+    needs: Callable[[], str | None] = lambda: None
 
     def unavailable_reason(self) -> str | None:
         """Why this target cannot build on this machine, with the fix; None if it can."""
@@ -166,3 +191,9 @@ class Artifact:
 
     def __str__(self) -> str:
         return json.dumps({"model": self.model, "target": self.target, "path": str(self.path)})
+
+
+# What the layer above `compile` passes to `vcompile.compile.build` to check an artifact right after it is built
+# (`vcompile.bench.parity.verify_build`): the artifact (its files still in the staging folder) and the build's
+# context, for `BuildContext.check_inputs` and `BuildContext.reference`; it returns the manifest's "parity" entry.
+Verifier = Callable[[Artifact, BuildContext], dict[str, Any]]

@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
+
 __all__ = ["MANIFEST", "SCHEMA", "file_sha256", "source_hash", "cache_key", "read_manifest", "write_manifest",
            "verify_artifact", "describe_files"]
 
@@ -59,8 +61,6 @@ def _version(dist: str) -> str | None:
 
 def cache_key(inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A short hex key of ``inputs`` plus vcompile's and the common toolchain's versions, and those full inputs."""
-    from vcompile import __version__
-
     full = {**inputs, "vcompile": __version__,
             "toolchain": {d: _version(d) for d in ("torch", "torchvision", "timm", "onnx", "onnxsim")}}
     blob = json.dumps(full, sort_keys=True, default=str).encode()

@@ -14,14 +14,20 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import platform
+import sys
+import warnings
 from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from vcompile.compile.base import BuildContext, Target, TargetResult, module_path
+from .base import BuildContext, Target, TargetResult, module_path
+from .rewrites import apply_rewrites
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "DEPLOYMENT_TARGET", "import_coremltools", "exported_program_from_module",
            "traced_module_from_module", "largest_tensor", "mlprogram_from_torch", "check_mlpackage",
@@ -47,8 +53,6 @@ def import_coremltools():
 @contextlib.contextmanager
 def _quiet():
     """Silence coremltools' progress bars (tqdm on stderr) and warnings while converting."""
-    import warnings
-
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
@@ -62,8 +66,6 @@ def exported_program_from_module(model: nn.Module, example: torch.Tensor):
 
 def traced_module_from_module(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     """``torch.jit.trace`` of the module (non-strict, no re-run check; tracer and deprecation warnings silenced)."""
-    import warnings
-
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.trace(model, example, strict=False, check_trace=False)
@@ -87,8 +89,6 @@ def mlprogram_from_torch(source: Any, shape: tuple[int, ...], precision: str = "
             would otherwise be stored expanded to windows x heads x tokens x tokens: 217 MB instead of 149 MB
             for swin-t at 16 x 224 x 224).
     """
-    import numpy as np
-
     ct = import_coremltools()
     compute = {"fp16": ct.precision.FLOAT16, "fp32": ct.precision.FLOAT32}[precision]
     pipeline = ct.PassPipeline.DEFAULT
@@ -161,9 +161,6 @@ def compute_placement(mlmodel, module_paths: dict[str, str] | None = None, top: 
     Only on macOS 14.4+ (MLComputePlan); elsewhere the explanation says so and gives no share. Shares are Core
     ML's own per-op cost estimates (fractions of the whole model), not FLOP counts.
     """
-    import platform
-    import sys
-
     explanation = {"accelerator": "Neural Engine or GPU", "accelerated_share": None, "not_accelerated": [],
                    "rows_omitted": 0, "note": PLACEMENT_NOTE}
     release = tuple(int(p) for p in platform.mac_ver()[0].split(".")[:2] if p.isdigit()) if sys.platform == \
@@ -205,8 +202,6 @@ def _first_line(err: BaseException) -> str:
 
 def build(ctx: BuildContext) -> TargetResult:
     """Capture (torch.export, else trace), convert to an ML Program, save, and validate the saved spec."""
-    from vcompile.compile.rewrites import apply_rewrites
-
     ct = import_coremltools()
     model, rewrites = apply_rewrites(ctx.model, "coreml")
     shape = tuple(ctx.example.shape)
@@ -251,8 +246,6 @@ def build(ctx: BuildContext) -> TargetResult:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
     return {"coremltools": version("coremltools"), "numpy": version("numpy")}
 
 
@@ -265,5 +258,4 @@ TARGET = Target(
     extra="coreml",
     precisions=("fp16", "fp32"),
     default_precision="fp16",
-    aliases=("mlpackage",),
 )

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vcompile.compile.base import BuildContext, Target, TargetResult, module_path
+from .base import BuildContext, Target, TargetResult, module_path
+from .rewrites import apply_rewrites
 
 __all__ = ["MODEL_FILE", "GRAPH_REWRITES", "exported_program_from_module", "edge_program_from_exported",
            "delegation_summary", "pte_from_edge_program", "build", "TARGET"]
@@ -248,9 +249,7 @@ def pte_from_edge_program(edge_program, path: Path) -> int:
 
 
 def build(ctx: BuildContext) -> TargetResult:
-    """Rewrite, export, lower to XNNPACK and write ``model.pte`` (`vcompile.compile.build` then checks parity)."""
-    from vcompile.compile.rewrites import apply_rewrites
-
+    """Rewrite, export, lower to XNNPACK and write ``model.pte`` (`vcompile.compile.build` then verifies it)."""
     with ctx.stage("rewrite"):
         model, rewrites = apply_rewrites(ctx.model, "executorch", ctx.example)
     with ctx.stage("export"):
@@ -278,5 +277,4 @@ TARGET = Target(
     requires=("executorch",),
     extra="mobile",
     precisions=("fp32",),
-    aliases=("et", "pte"),
 )

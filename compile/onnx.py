@@ -1,16 +1,18 @@
-"""ONNX target: ``torch.onnx.export``, ``onnx.checker``, shape inference and onnxsim, checked in onnxruntime.
+"""ONNX target: ``torch.onnx.export``, ``onnx.checker``, shape inference and onnxsim.
 
 The graph takes ``video`` (B, 3, T, H, W) and gives ``logits`` (B, classes), with a dynamic batch axis. Two
 exporters capture it: the TorchScript exporter (``dynamo=False``; traces the module) and the dynamo exporter
 (``torch.export`` + onnxscript). ``exporter="auto"`` (the default) tries TorchScript first: on this project's zoo
 it is 3-10x faster (tiny variants: 0.3-4 s against 4-17 s) and every model exports with it and matches eager to
-1e-6. Whichever exporter is tried first, the other is tried when it fails to export, to pass the checker, or to run
-in onnxruntime at a second batch size (a trace that froze the batch); the manifest records every attempt.
+1e-6. Whichever exporter is tried first, the other is tried when it fails to export, to pass the checker, to keep
+the batch dynamic in shape inference, or, when the build has a verifier (`BuildContext.verify`, from the layer
+above), to run in onnxruntime at the build batch and another (a trace that froze the batch); the manifest records
+every attempt. The verification of the kept graph is the manifest's parity: one onnxruntime session, one reference.
 
-The exported graph is kept as ``model.exported.onnx``; onnxsim's simplification of it is ``model.onnx``, the file
-runtimes load. If onnxsim fails or loses the dynamic batch, the exported graph is kept as the simplified one and
-the reason recorded. Both graphs are run in onnxruntime on seeded clips at the build batch and at another batch:
-the manifest holds their difference, the difference from PyTorch, node counts and op-type histograms.
+The exported graph is kept as ``model.exported.onnx`` (its node names map back to PyTorch modules for parity
+localization); onnxsim's simplification of it is ``model.onnx``, the file runtimes load. If onnxsim fails or loses
+the dynamic batch, the exported graph is kept as the simplified one and the reason recorded. The manifest holds
+node counts and op-type histograms of both.
 
 fp16 graphs are exported from a half-precision copy of the model wrapped in casts, so the graph's input and
 output stay float32 and every runner feeds the same clip. Models whose weights pass `EXTERNAL_DATA_BYTES` are
@@ -31,15 +33,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import onnx
+import onnxsim
 import torch
 from torch import nn
 
-from vcompile.compile.base import BuildContext, Target, TargetResult
-from vcompile.errors import VcompileError
+from ..errors import VcompileError
+from .base import BuildContext, Target, TargetResult
 
 __all__ = ["OPSET", "EXPORTERS", "EXTERNAL_DATA_BYTES", "MODEL_FILE", "EXPORTED_FILE", "exporter_order",
-           "export_onnx", "check_onnx", "simplify_onnx", "run_onnx", "compare_onnx", "op_histogram", "build",
+           "export_onnx", "check_onnx", "simplify_onnx", "op_histogram", "build",
            "TARGET"]
 
 OPSET = 18
@@ -79,8 +82,6 @@ def _data_file(path: Path) -> Path:
 
 def _save(proto, path: Path, external: bool) -> None:
     """Write a model, with its tensors in ``<path>.data`` when ``external``."""
-    import onnx
-
     _data_file(path).unlink(missing_ok=True)
     if external:
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -112,8 +113,6 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: s
     Raises:
         ValueError: the exported graph has a fixed batch.
     """
-    import onnx
-
     path = Path(path)
     trace = example.repeat(2, 1, 1, 1, 1) if example.shape[0] == 1 else example
     kwargs: dict[str, Any] = {"opset_version": opset, "input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
@@ -146,8 +145,6 @@ def check_onnx(path: Path) -> dict[str, Any]:
     Raises:
         onnx.checker.ValidationError, onnx.shape_inference.InferenceError: the graph is invalid.
     """
-    import onnx
-
     onnx.checker.check_model(str(path), full_check=True)
     with tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".infer-") as tmp:
         inferred_path = Path(tmp) / "inferred.onnx"
@@ -160,8 +157,6 @@ def check_onnx(path: Path) -> dict[str, Any]:
 
 def op_histogram(path: Path) -> dict[str, int]:
     """Count of each op type in the main graph (nodes of Loop/If bodies are not counted)."""
-    import onnx
-
     proto = onnx.load(str(path), load_external_data=False)
     return dict(sorted(Counter(node.op_type for node in proto.graph.node).items()))
 
@@ -175,12 +170,8 @@ def simplify_onnx(source: Path, target: Path) -> dict[str, Any]:
         ``simplified``: whether onnxsim's graph was kept, ``simplify_error``: why not, ``check``: `check_onnx`
         of ``target`` (None when it is the unchanged source).
     """
-    import onnx
-
     external = _data_file(source).exists()
     try:
-        import onnxsim
-
         with contextlib.redirect_stdout(io.StringIO()):
             simplified, ok = onnxsim.simplify(onnx.load(str(source)))
         if not ok:
@@ -192,33 +183,6 @@ def simplify_onnx(source: Path, target: Path) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - any onnxsim failure keeps the exported graph, with the reason
         _save(onnx.load(str(source)), target, external)
         return {"simplified": False, "simplify_error": _why(err), "check": None}
-
-
-def run_onnx(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Run a graph on each input with onnxruntime's CPU provider (as many threads as torch uses)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return [session.run(None, {name: x})[0] for x in inputs]
-
-
-def compare_onnx(a: Path, b: Path, inputs: list[np.ndarray]) -> float:
-    """Largest absolute difference between the outputs of two graphs on the same inputs (onnxruntime, CPU)."""
-    return _max_abs_diff(run_onnx(a, inputs), run_onnx(b, inputs))
-
-
-def _max_abs_diff(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
-    return max(float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max()) for x, y in zip(xs, ys))
-
-
-def _cosine(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
-    x = np.concatenate([v.ravel() for v in xs]).astype(np.float64)
-    y = np.concatenate([v.ravel() for v in ys]).astype(np.float64)
-    return float(x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-30))
 
 
 def _why(err: BaseException) -> str:
@@ -237,19 +201,17 @@ def _remove(path: Path) -> None:
 
 
 def build(ctx: BuildContext) -> TargetResult:
-    """Export (with exporter fallback), check, simplify, and compare both graphs with each other and PyTorch."""
-    from vcompile.compile import example_input
-
+    """Export (with exporter fallback), check, simplify, and verify the graph that runtimes load."""
     choice = ctx.options.exporter
     order = exporter_order(choice)
     precision = ctx.options.precision
     model = ctx.model if precision == "fp32" else _CastBoundary(ctx.model, torch.float16)
     weight_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     external = weight_bytes > EXTERNAL_DATA_BYTES
-    batch = ctx.example.shape[0]
-    other = example_input((1 if batch > 1 else 2, *ctx.example.shape[1:]), ctx.options.seed + 1)
-    inputs = [ctx.example.numpy(), other.numpy()]
     exported, simplified = ctx.out_dir / EXPORTED_FILE, ctx.out_dir / MODEL_FILE
+    files = {"model": MODEL_FILE, "exported": EXPORTED_FILE}
+    if external:
+        files.update(model_data=_data_file(simplified).name, exported_data=_data_file(exported).name)
 
     attempts: list[dict[str, Any]] = []
     for exporter in order:
@@ -260,12 +222,24 @@ def build(ctx: BuildContext) -> TargetResult:
                 export_info = export_onnx(model, ctx.example, exported, exporter, OPSET, external)
             with ctx.stage("check"):
                 check_info = check_onnx(exported)
-            with ctx.stage("run exported"):
-                exported_out = run_onnx(exported, inputs)
+            batch_out = check_info["output_shape"][0] if check_info["output_shape"] else None
+            if isinstance(batch_out, int) and batch_out > 0:
+                raise ValueError(f"the graph's output has a fixed batch of {batch_out} (the trace froze it)")
+            with ctx.stage("simplify"):
+                simplify_info = simplify_onnx(exported, simplified)
         except Exception as err:  # noqa: BLE001 - recorded, and the next exporter is tried
             attempts.append({"exporter": exporter, "ok": False, "seconds": round(time.perf_counter() - started, 3),
                              "error": _why(err)})
             _remove(exported)
+            _remove(simplified)
+            continue
+        # One run in the runtime, at the build batch and another (a trace that froze the batch fails there).
+        parity = ctx.verify(files)
+        if parity["status"] == "error":
+            attempts.append({"exporter": exporter, "ok": False, "seconds": round(time.perf_counter() - started, 3),
+                             "error": f"the graph does not run: {parity['reason']}"})
+            _remove(exported)
+            _remove(simplified)
             continue
         attempts.append({"exporter": exporter, "ok": True, "seconds": round(time.perf_counter() - started, 3)})
         break
@@ -273,38 +247,31 @@ def build(ctx: BuildContext) -> TargetResult:
         raise RuntimeError("no exporter produced a working graph: "
                            + "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts))
 
-    with ctx.stage("simplify"):
-        simplify_info = simplify_onnx(exported, simplified)
     check_info = {"exported": check_info, "simplified": simplify_info.pop("check") or check_info}
-    with ctx.stage("run simplified"):
-        simplified_out = run_onnx(simplified, inputs) if simplify_info["simplified"] else exported_out
-    with ctx.stage("reference"), torch.no_grad():
-        reference = [ctx.model(torch.from_numpy(x)).numpy() for x in inputs]
-    batches = [int(x.shape[0]) for x in inputs]
     histograms = {"exported": op_histogram(exported), "simplified": op_histogram(simplified)}
     info: dict[str, Any] = {
         **export_info, "exporter_asked": choice, "export_attempts": attempts, "opset": OPSET,
         "io": {"input": INPUT_NAME, "output": OUTPUT_NAME, "dtype": "float32", "dynamic_axes": {"batch": 0}},
         "external_data": external, "weight_bytes": weight_bytes, "check": check_info, **simplify_info,
         "nodes": {role: sum(ops.values()) for role, ops in histograms.items()}, "ops": histograms,
-        "simplified_vs_exported": {"max_abs_diff": _max_abs_diff(exported_out, simplified_out), "batches": batches},
-        "parity": {"reference": "torch eager fp32", "max_abs_err": _max_abs_diff(reference, simplified_out),
-                   "cosine": _cosine(reference, simplified_out), "batches": batches},
     }
-    files = {"model": MODEL_FILE, "exported": EXPORTED_FILE}
-    if external:
-        files.update(model_data=_data_file(simplified).name, exported_data=_data_file(exported).name)
-    return TargetResult(files=files, info=info)
+    return TargetResult(files=files, info=info, parity=parity)
+
+
+def _distribution_version(*names: str) -> str | None:
+    """The installed version of the first of ``names`` that is installed (onnxruntime or onnxruntime-gpu)."""
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _versions() -> dict[str, str | None]:
-    import onnxruntime
-
-    try:
-        onnxscript = metadata.version("onnxscript")
-    except metadata.PackageNotFoundError:
-        onnxscript = None
-    return {"onnxscript": onnxscript, "onnxruntime": onnxruntime.__version__, "opset": str(OPSET)}
+    # onnxsim folds constants with onnxruntime, so its version can change the graph.
+    return {"onnxscript": _distribution_version("onnxscript"),
+            "onnxruntime": _distribution_version("onnxruntime", "onnxruntime-gpu"), "opset": str(OPSET)}
 
 
 TARGET = Target(
@@ -314,5 +281,5 @@ TARGET = Target(
     runtime="onnxruntime",
     requires=("onnx", "onnxsim", "onnxruntime"),
     precisions=("fp32", "fp16"),
-    aliases=("ort",),
+    dynamic_batch=True,
 )

@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.backends.xnnpack
 from torch import nn
+from torch.jit.mobile import _export_operator_list, _get_model_bytecode_version, _load_for_lite_interpreter
+from torch.utils.mobile_optimizer import optimize_for_mobile
 
-from vcompile.compile.base import BuildContext, Target, TargetResult
+from .base import BuildContext, Target, TargetResult
+from .rewrites import apply_rewrites
 
 __all__ = ["quiet_lite_interpreter", "xnnpack_enabled", "traced_module_from_module", "mobile_module_from_traced",
-           "save_lite", "check_lite", "build", "TARGET"]
+           "save_lite", "build", "TARGET"]
 
 MODEL_FILE = "model.ptl"
 
@@ -37,8 +41,6 @@ def quiet_lite_interpreter() -> Iterator[None]:
 
 def xnnpack_enabled() -> bool:
     """Whether this torch build has XNNPACK, which ``optimize_for_mobile`` needs."""
-    import torch.backends.xnnpack
-
     return bool(torch.backends.xnnpack.enabled)
 
 
@@ -54,15 +56,11 @@ def traced_module_from_module(model: nn.Module, example: torch.Tensor) -> tuple[
 
 def mobile_module_from_traced(traced: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     """``optimize_for_mobile`` (needs a torch build with XNNPACK)."""
-    from torch.utils.mobile_optimizer import optimize_for_mobile
-
     return optimize_for_mobile(traced)
 
 
 def save_lite(module: torch.jit.ScriptModule, path: Path) -> dict[str, Any]:
     """Save for the lite interpreter; returns the bytecode version and the root operators it needs."""
-    from torch.jit.mobile import _export_operator_list, _get_model_bytecode_version, _load_for_lite_interpreter
-
     with quiet_lite_interpreter():
         module._save_for_lite_interpreter(str(path))
         operators = sorted(_export_operator_list(_load_for_lite_interpreter(str(path))))
@@ -70,20 +68,8 @@ def save_lite(module: torch.jit.ScriptModule, path: Path) -> dict[str, Any]:
             "operator_list": operators}
 
 
-def check_lite(path: Path, model: nn.Module, example: torch.Tensor) -> float:
-    """Max abs difference between the lite interpreter's output and the module's on ``example``."""
-    from torch.jit.mobile import _load_for_lite_interpreter
-
-    with quiet_lite_interpreter():
-        lite = _load_for_lite_interpreter(str(path))
-    with torch.no_grad():
-        return float((lite(example) - model(example)).abs().max())
-
-
 def build(ctx: BuildContext) -> TargetResult:
-    """Trace, optimize for mobile where possible, save for the lite interpreter and check against PyTorch."""
-    from vcompile.compile.rewrites import apply_rewrites
-
+    """Trace, optimize for mobile where possible and save for the lite interpreter (`build` then verifies it)."""
     model, rewrites = apply_rewrites(ctx.model, "ptl")
     with ctx.stage("trace"):
         module, tracer_warnings = traced_module_from_module(model, ctx.example)
@@ -97,8 +83,6 @@ def build(ctx: BuildContext) -> TargetResult:
         info["optimize_skipped"] = "XNNPACK is not enabled in this torch build, so optimize_for_mobile cannot run"
     with ctx.stage("save"):
         info.update(save_lite(module, ctx.out_dir / MODEL_FILE))
-    with ctx.stage("check"):
-        info["max_abs_error"] = check_lite(ctx.out_dir / MODEL_FILE, ctx.model, ctx.example)
     return TargetResult(files={"model": MODEL_FILE}, info=info)
 
 
@@ -112,5 +96,4 @@ TARGET = Target(
     versions=_versions,
     runtime="ptl",
     precisions=("fp32",),
-    aliases=("lite",),
 )

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = ["STACK_MAX_IN_CHANNELS", "Conv3dAs2d", "Pool3dAs2d", "AdaptiveAvgPool3dAsMean", "BatchNorm3dAs2d",
            "lower_conv3d", "fold_batchnorm3d", "Rewrite", "REWRITES_BY_TARGET", "apply_rewrites"]
@@ -297,8 +298,6 @@ def fold_batchnorm3d(module: nn.Module, example: torch.Tensor | None = None) -> 
     Returns:
         The folded copy, or ``module`` itself when there is nothing to fold (or no way to trace it).
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     if not any(isinstance(m, nn.BatchNorm3d) and not m.training for m in module.modules()):
         return module
     if example is None:

@@ -14,11 +14,14 @@ only); there, fp16 and bf16 builds fail with a message saying so.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
-from vcompile.compile.base import BuildContext, Target, TargetResult
+import torch
+
+from .base import BuildContext, Target, TargetResult
 
 __all__ = ["DEFAULT_MAX_BATCH", "WORKSPACE_BYTES", "MODEL_FILE", "profile_shapes", "precision_flags",
            "gpu_capability", "timing_cache_path", "engine_info", "engine_from_onnx", "build", "TARGET"]
@@ -45,8 +48,6 @@ def precision_flags(precision: str) -> tuple[str, ...]:
 
 def gpu_capability() -> str | None:
     """Compute capability of the current CUDA device (``"9.0"`` on an H100), or None without CUDA."""
-    import torch
-
     if not torch.cuda.is_available():
         return None
     major, minor = torch.cuda.get_device_capability()
@@ -88,7 +89,6 @@ def engine_from_onnx(onnx_path: Path, plan_path: Path, *, shape: tuple[int, ...]
         The manifest entries of `engine_info`.
     """
     import tensorrt as trt
-    import torch
 
     shapes = profile_shapes(shape, max_batch)
     logger = trt.Logger(trt.Logger.WARNING)
@@ -150,8 +150,6 @@ def build(ctx: BuildContext) -> TargetResult:
 
 
 def _versions() -> dict[str, str | None]:
-    import importlib.util
-
     version = None
     if importlib.util.find_spec("tensorrt") is not None:
         import tensorrt
@@ -161,8 +159,6 @@ def _versions() -> dict[str, str | None]:
 
 
 def _needs() -> str | None:
-    import torch
-
     if not torch.cuda.is_available():
         return "TensorRT needs an NVIDIA GPU with CUDA, and torch sees none here; build the onnx target instead"
     return None
@@ -177,6 +173,6 @@ TARGET = Target(
     extra="trt",
     precisions=("fp32", "fp16", "bf16"),
     depends_on="onnx",
-    aliases=("trt",),
+    dynamic_batch=True,
     needs=_needs,
 )

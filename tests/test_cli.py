@@ -111,9 +111,16 @@ def test_doctor_reports_this_machine(cli):
 
 
 def test_every_command_has_help(cli):
-    for command in ([], ["models"], ["show"], ["doctor"]):
+    from vcompile.cli import cli as group
+
+    commands = sorted(group.commands)
+    assert {"models", "show", "build", "parity", "bench", "report", "doctor"} <= set(commands)
+    for command in ([], *([c] for c in commands)):
         result = cli(*command, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout, command
+        assert f"vcompile {command[0]}" in result.stdout if command else "Commands:" in result.stdout
+        if command:  # the command's own docstring, not just click's usage line
+            assert group.commands[command[0]].help.split("\n")[0].strip()[:40] in " ".join(result.stdout.split())
 
 
 def test_python_dash_m_and_version(cli):
@@ -151,14 +158,67 @@ def test_build_prints_one_line_per_artifact_and_hits_the_cache(cli, tmp_path):
 def test_build_grid_records_failures_and_unavailable_targets(cli, tmp_path):
     result = cli("build", "--model", "x3d-xs,movinet-a0", "--target", "ptl,tensorrt", "--tiny", "--out", str(tmp_path))
     grid = json.loads((tmp_path / "build-grid.json").read_text())
-    cells = {(c["model"], c["target"]): c["status"] for c in grid["cells"]}
-    assert cells[("x3d-xs", "ptl")] == "ok" and cells[("movinet-a0", "ptl")] == "ok"
+    cells = {(c["model"], c["target"]): c for c in grid["cells"]}
+    assert cells[("x3d-xs", "ptl")]["status"] == "ok" and cells[("movinet-a0", "ptl")]["status"] == "ok"
+    assert cells[("x3d-xs", "ptl")]["parity"] == "pass"  # every build is verified
     import importlib.util
 
     if importlib.util.find_spec("tensorrt") is None:
-        assert cells[("x3d-xs", "tensorrt")] == "unavailable"
+        assert cells[("x3d-xs", "tensorrt")]["status"] == "unavailable"
         assert result.returncode == 0  # unavailable here is not a failure
     assert "build grid" in result.stdout
+
+
+def test_build_grid_with_a_failing_build_exits_non_zero_and_builds_the_rest(cli, tmp_path):
+    # TEA needs at least 2 frames: its cell fails, X3D's still builds.
+    result = cli("build", "--model", "tea-r50,x3d-xs", "--target", "ptl", "--tiny", "--frames", "1",
+                 "--out", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    cells = {c["model"]: c for c in json.loads((tmp_path / "build-grid.json").read_text())["cells"]}
+    assert cells["tea-r50"]["status"] == "failed" and "at least 2 frames" in cells["tea-r50"]["reason"]
+    assert cells["x3d-xs"]["status"] == "ok" and cells["x3d-xs"]["parity"] == "pass"
+    assert "failed" in result.stdout and "tea-r50" in result.stdout
+
+
+def test_empty_lists_are_errors_and_leave_the_grid_alone(cli, tmp_path):
+    (tmp_path / "build-grid.json").write_text("keep")
+    for models in ("", ","):
+        _assert_one_line_error(cli("build", "--model", models, "--target", "onnx", "--out", str(tmp_path)),
+                               "no model given")
+    _assert_one_line_error(cli("build", "--model", "x3d-xs", "--target", ",", "--out", str(tmp_path)),
+                           "no target given")
+    assert (tmp_path / "build-grid.json").read_text() == "keep"
+    _assert_one_line_error(cli("bench", "--model", "x3d-xs", "--mode", "single", "--device", "cudaXYZ",
+                               "--out", str(tmp_path / "r.jsonl")), "unknown device 'cudaXYZ'")
+    _assert_one_line_error(cli("parity", "--model", "x3d-xs", "--tiny", "--rtol", "nan", "--out", str(tmp_path)),
+                           "--rtol must be a finite number >= 0")
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_bench_runs_where_os_has_no_sched_getaffinity(tmp_path):
+    """macOS has no os.sched_getaffinity: bench (and every case process it starts) must not need it."""
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nif hasattr(os, 'sched_getaffinity'):\n"
+                                           "    del os.sched_getaffinity\n")
+    env = {**{k: v for k, v in os.environ.items() if k != "VCOMPILE_DEBUG"},
+           "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    probe = subprocess.run([sys.executable, "-c", "import os; print(hasattr(os, 'sched_getaffinity'))"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "False"  # the stand-in really removes it
+    out = tmp_path / "results.jsonl"
+    result = subprocess.run([sys.executable, "-m", "vcompile", "bench", "--tiny", "--model", "x3d-xs", "--runtime",
+                             "torch", "--mode", "single", "--warmup", "0", "--iters", "2", "--out", str(out),
+                             "--artifacts", str(tmp_path / "artifacts")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["status"] == "ok" and record["iters_timed"] == 2
+    assert record["threads"] == os.cpu_count() and record["env"]["cpu"]["usable_cores"] == os.cpu_count()
 
 
 def test_build_explain_lists_what_each_target_leaves_unaccelerated(cli, tmp_path):

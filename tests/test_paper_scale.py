@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from vcompile.compile import BuildOptions, build
+from vcompile.bench.parity import build_verified as build
+from vcompile.compile import BuildOptions
 from vcompile.zoo import list_models
 
 

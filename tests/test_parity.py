@@ -20,9 +20,9 @@ def _assert_one_line_error(result, fragment: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr, result.stderr
 
 
-def test_parity_passes_on_every_mobile_and_onnx_runtime(cli, tmp_path):
+def test_parity_passes_on_every_mobile_and_onnx_runtime(cli, tmp_path, artifacts):
     result = cli("parity", "--model", "movinet-a0", "--runtimes", "onnxruntime,executorch,ptl", "--tiny",
-                 "--out", str(tmp_path), "--json", str(tmp_path / "parity.json"))
+                 "--out", str(artifacts), "--json", str(tmp_path / "parity.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads((tmp_path / "parity.json").read_text())
     assert [(r["runtime"], r["status"]) for r in rows] == [("onnxruntime", "pass"), ("executorch", "pass"),
@@ -58,8 +58,10 @@ def _perturb_named_weight(artifact, model) -> str:
 def test_a_perturbed_artifact_fails_and_localize_names_the_module(name, tmp_path, cli):
     artifact = build(name, "onnx", BuildOptions(tiny=True, batch=1), out=tmp_path)
     module = _perturb_named_weight(artifact, create_model(name, tiny=True))
-    rows = run_parity(name, ["onnxruntime"], options=BuildOptions(tiny=True), out=tmp_path, localize=True)
+    rows = run_parity(name, ["onnxruntime"], options=BuildOptions(tiny=True), out=tmp_path, localize=True).rows
     assert rows[0].status == "fail"
+    # The perturbed artifact was built without a verifier; parity verified it and recorded the failure.
+    assert json.loads((artifact.path / "manifest.json").read_text())["parity"]["status"] == "fail"
     assert rows[0].localization["module"] == module
     result = cli("parity", "--model", name, "--runtimes", "ort", "--tiny", "--out", str(tmp_path), "--localize")
     assert result.returncode == 1 and module in result.stdout
@@ -88,9 +90,11 @@ def test_an_unreadable_video_is_one_clear_line(cli, tmp_path):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_tiny_model_passes_parity(name, tmp_path):
-    rows = run_parity(name, ["onnxruntime", "executorch", "ptl"], options=BuildOptions(tiny=True), samples=2,
-                      out=tmp_path)
+def test_every_tiny_model_passes_parity(name, artifacts):
+    result = run_parity(name, ["onnxruntime", "executorch", "ptl"], options=BuildOptions(tiny=True), samples=2,
+                        out=artifacts)
+    rows = result.rows
+    assert result.clips == 2 and result.model == name
     assert [(r.runtime, r.status) for r in rows] == [("onnxruntime", "pass"), ("executorch", "pass"),
                                                      ("ptl", "pass")], [r.message for r in rows]
     assert all(r.agreement.top1 == 1.0 and r.agreement.cosine >= 0.9999 for r in rows)

@@ -80,7 +80,8 @@ def records(results):
 
 
 @pytest.fixture(scope="module")
-def report(results, tmp_path_factory):
+def report_inputs(tmp_path_factory):
+    """A build grid and a parity file for the report to include."""
     folder = tmp_path_factory.mktemp("inputs")
     grid = folder / "build-grid.json"
     grid.write_text(json.dumps({"cells": [
@@ -93,6 +94,12 @@ def report(results, tmp_path_factory):
          "agreement": {"max_abs": 2.5e-6}, "message": ""},
         {"model": "vtn-eff", "runtime": "onnxruntime", "precision": "fp32", "status": "fail",
          "agreement": {"max_abs": 0.3}, "message": "cosine 0.98 below 0.9999"}]))
+    return grid, parity
+
+
+@pytest.fixture(scope="module")
+def report(results, report_inputs, tmp_path_factory):
+    grid, parity = report_inputs
     out = tmp_path_factory.mktemp("report")
     return out, write_report(results, out, build_grid=grid, parity=[parity])
 
@@ -197,15 +204,17 @@ def test_markdown_lists_tables_failures_grids_and_environment(report):
     assert speedup_png.read_bytes().startswith(PNG_SIGNATURE) and f"]({speedup_png.name})" in text
 
 
-def test_html_is_self_contained_and_deterministic(report, results, tmp_path):
+def test_html_is_self_contained_and_deterministic(report, report_inputs, results, tmp_path):
     out, written = report
     page = written["report.html"].read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 8 and all(base64.b64decode(i)[:8] == PNG_SIGNATURE for i in images)
     assert "src=\"http" not in page and ".png\"" not in page
-    again = write_report(results, tmp_path, build_grid=None)
+    grid, parity = report_inputs
+    again = write_report(results, tmp_path, build_grid=grid, parity=[parity])
     assert again["relative-train-torch-amp.png"].read_bytes() == written["relative-train-torch-amp.png"].read_bytes()
     assert again["latency.csv"].read_text() == written["latency.csv"].read_text()
+    assert again["report.html"].read_text() == page  # the whole page, plots embedded, byte for byte
 
 
 def test_bad_input_is_one_clear_error(tmp_path):

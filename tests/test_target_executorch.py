@@ -11,38 +11,41 @@ import pytest
 import torch
 from support import tiny_clip
 
-from vcompile.compile import BuildOptions, build
+from vcompile.bench.parity import build_verified
+from vcompile.compile import BuildOptions
 from vcompile.runtimes import load
 from vcompile.runtimes.base import RunnerError
 from vcompile.zoo import create_model, list_models
 
 pytest.importorskip("executorch.runtime", reason="the executorch target needs executorch (vcompile[mobile])")
 
-TINY = BuildOptions(tiny=True, batch=2)
+# Batch 1, the batch parity builds at: the session's artifact cache then lowers each tiny model once.
+TINY = BuildOptions(tiny=True, batch=1)
 THREE_D = (torch.nn.Conv3d, torch.nn.AvgPool3d, torch.nn.MaxPool3d, torch.nn.AdaptiveAvgPool3d)
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    return tmp_path_factory.mktemp("executorch")  # shared, so that later tests reuse cached builds
+def out(artifacts):
+    return artifacts
 
 
-# Lowering costs 6-20 s per tiny model on 2 cores (all 12 models: about 2 minutes).
+# Lowering costs 6-20 s per tiny model on 2 cores (all 13 models: about 2 minutes).
 @pytest.mark.parametrize("name", list_models())
 def test_executorch_matches_pytorch(name, out):
-    artifact = build(name, "executorch", TINY, out=out)
+    artifact = build_verified(name, "executorch", TINY, out=out)
     assert artifact.file().name == "model.pte" and artifact.manifest["runtime"] == "executorch"
     model = create_model(name, tiny=True)
-    clip = tiny_clip(batch=2, seed=1)  # not the build's example
+    clip = tiny_clip(batch=1, seed=1)  # not the build's example
     with load(artifact, "executorch", threads=2) as runner:
         got = runner.infer(clip.numpy())
     with torch.no_grad():
         want = model(clip).numpy()
-    assert got.shape == want.shape == (2, 10)
+    assert got.shape == want.shape == (1, 10)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
 
     info = artifact.manifest["info"]
-    assert artifact.manifest["parity"]["status"] == "pass" and info["static_batch"] == 2
+    parity = artifact.manifest["parity"]  # the build's own verification, on its example clip
+    assert parity["status"] == "pass" and parity["max_abs"] <= 1e-4 and info["static_batch"] == 1
     assert ("lower_conv3d" in info["rewrites"]) == any(isinstance(m, THREE_D) for m in model.modules())
     assert info["delegated_ops"] > 0 and info["delegated_subgraphs"] >= 1
     assert info["non_delegated_ops"] == sum(info["non_delegated"].values())
@@ -85,15 +88,15 @@ def test_explain_names_the_module_and_flop_share_left_outside_xnnpack():
 def test_runner_checks_shape_and_sets_threads(out):
     from vcompile.runtimes.executorch import set_threadpool_size
 
-    artifact = build("x3d-xs", "executorch", TINY, out=out)
-    again = build("x3d-xs", "executorch", TINY, out=out)
+    artifact = build_verified("x3d-xs", "executorch", TINY, out=out)
+    again = build_verified("x3d-xs", "executorch", TINY, out=out)
     assert again.cached and again.key == artifact.key
     with load(artifact, "executorch", threads=1) as runner:
         from executorch.extension.pybindings import portable_lib
 
         assert portable_lib._threadpool_get_thread_count() == 1
-        with pytest.raises(RunnerError, match=r"takes input shape \(2, 3, 4, 64, 64\) \(static\)"):
-            runner.infer(tiny_clip(batch=1).numpy())
+        with pytest.raises(RunnerError, match=r"takes input shape \(1, 3, 4, 64, 64\) \(static\)"):
+            runner.infer(tiny_clip(batch=2).numpy())
     assert set_threadpool_size(2) == 2
     with pytest.raises(RunnerError, match="runs on the CPU"):
         load(artifact, "executorch", device="cuda").activate()

@@ -1,17 +1,22 @@
 """The onnx target and the onnxruntime runner: every tiny model builds, runs like PyTorch at two batch sizes, and
-the artifact cache, exporter fallback, onnxsim fallback and external-data paths behave."""
+the artifact cache, exporter fallback, onnxsim fallback and external-data paths behave. Builds go through
+`build_verified`, as vcompile's commands build, so the manifest's parity is the build's own check."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import time
+import os
 
 import numpy as np
 import pytest
 import torch
 from support import tiny_clip
 
-from vcompile.compile import BuildError, BuildOptions, build
+import vcompile.compile as compile_package
+from vcompile.bench.parity import build_verified
+from vcompile.compile import BuildError, BuildOptions
+from vcompile.compile import build as build_unverified
 from vcompile.errors import VcompileError
 from vcompile.runtimes import load
 from vcompile.runtimes.base import RunnerError
@@ -38,8 +43,21 @@ def _run(artifact, clip: torch.Tensor, **kwargs) -> np.ndarray:
         return runner.infer(clip.numpy())
 
 
+def _run_file(path, clips: list[np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [session.run(None, {session.get_inputs()[0].name: x})[0] for x in clips]
+
+
+def _max_diff_of_graphs(a, b, clips: list[np.ndarray]) -> float:
+    """Largest difference between two ONNX files' outputs on the same clips."""
+    return max(float(np.abs(x - y).max()) for x, y in zip(_run_file(a, clips), _run_file(b, clips), strict=True))
+
+
+build = build_verified
+
+
 @pytest.mark.parametrize("name", list_models())
-def test_onnx_matches_pytorch_at_two_batches_and_caches(name, tmp_path):
+def test_onnx_matches_pytorch_at_two_batches_and_caches(name, tmp_path, monkeypatch):
     artifact = build(name, "onnx", TINY, out=tmp_path)
     assert not artifact.cached and artifact.file().name == "model.onnx"
     for clip in (tiny_clip(batch=2, seed=0), tiny_clip(batch=3, seed=1)):  # batch 3: the batch axis is dynamic
@@ -51,14 +69,23 @@ def test_onnx_matches_pytorch_at_two_batches_and_caches(name, tmp_path):
     assert info["exporter"] in onnx_target.EXPORTERS and info["export_attempts"][-1]["ok"]
     assert info["nodes"]["exported"] == sum(info["ops"]["exported"].values()) > 0
     assert 0 < info["nodes"]["simplified"] <= info["nodes"]["exported"]
-    assert info["simplified_vs_exported"]["max_abs_diff"] <= 1e-5
-    assert info["parity"]["max_abs_err"] <= 1e-4 and info["check"]["simplified"]["output_shape"] == ["batch", 10]
+    clips = [tiny_clip(batch=2, seed=4).numpy(), tiny_clip(batch=1, seed=5).numpy()]
+    assert _max_diff_of_graphs(artifact.file("exported"), artifact.file(), clips) <= 1e-5
+    parity = artifact.manifest["parity"]  # one onnxruntime session at the build batch and another
+    assert parity["status"] == "pass" and parity["max_abs"] <= 1e-4 and parity["batches"] == [2, 1]
+    assert info["check"]["simplified"]["output_shape"] == ["batch", 10]
     assert artifact.file("exported").is_file()
 
-    started = time.perf_counter()
+    # A cache hit builds nothing: neither the model nor the target's build is touched.
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a cache hit rebuilt")
+
+    monkeypatch.setattr(onnx_target, "TARGET", dataclasses.replace(onnx_target.TARGET, build=must_not_run))
+    monkeypatch.setattr(compile_package, "_create_model", must_not_run)
     again = build(name, "onnx", TINY, out=tmp_path)
     assert again.cached and again.key == artifact.key
-    assert time.perf_counter() - started < 1.0
+    assert again.manifest["files"] == artifact.manifest["files"] and again.manifest["created"] == artifact.manifest[
+        "created"]
 
 
 def test_truncated_model_is_rebuilt_and_force_rebuilds(tmp_path):
@@ -127,7 +154,7 @@ def test_onnxsim_failure_keeps_the_exported_graph(tmp_path, monkeypatch):
     info = artifact.manifest["info"]
     assert info["simplified"] is False and "simulated onnxsim crash" in info["simplify_error"]
     assert info["nodes"]["simplified"] == info["nodes"]["exported"]
-    assert info["simplified_vs_exported"]["max_abs_diff"] == 0.0
+    assert artifact.file().read_bytes() == artifact.file("exported").read_bytes()
     clip = tiny_clip(batch=2)
     assert np.abs(_run(artifact, clip) - _reference("x3d-xs", clip)).max() <= 1e-4
 
@@ -141,7 +168,7 @@ def test_large_models_use_external_data(tmp_path, monkeypatch):
     assert files["model_data"]["bytes"] > files["model"]["bytes"]  # the weights live beside the graph
     clip = tiny_clip(batch=3, seed=1)
     assert np.abs(_run(artifact, clip) - _reference("x3d-xs", clip)).max() <= 1e-4
-    assert onnx_target.compare_onnx(artifact.file("exported"), artifact.file(), [clip.numpy()]) <= 1e-5
+    assert _max_diff_of_graphs(artifact.file("exported"), artifact.file(), [clip.numpy()]) <= 1e-5
 
 
 @pytest.mark.parametrize("name", ["x3d-xs", "timesformer"])
@@ -153,7 +180,7 @@ def test_fp16_graph_keeps_float32_io_and_agrees(name, tmp_path):
     clip = tiny_clip(batch=2)
     got, want = _run(artifact, clip), _reference(name, clip)
     cosine = float((got * want).sum() / (np.linalg.norm(got) * np.linalg.norm(want)))
-    assert cosine >= 0.999 and artifact.manifest["info"]["parity"]["cosine"] >= 0.999
+    assert cosine >= 0.999 and artifact.manifest["parity"]["cosine"] >= 0.999
 
 
 @pytest.fixture(scope="module")
@@ -176,5 +203,50 @@ def test_runner_refuses_cuda_without_the_cuda_provider(x3d_artifact):
 
 def test_compare_onnx_of_exported_and_simplified(x3d_artifact):
     clips = [tiny_clip(batch=2).numpy(), tiny_clip(batch=1, seed=3).numpy()]
-    assert onnx_target.compare_onnx(x3d_artifact.file("exported"), x3d_artifact.file(), clips) <= 1e-5
+    assert _max_diff_of_graphs(x3d_artifact.file("exported"), x3d_artifact.file(), clips) <= 1e-5
     assert onnx_target.op_histogram(x3d_artifact.file()) == x3d_artifact.manifest["info"]["ops"]["simplified"]
+
+
+def test_a_graph_that_does_not_run_falls_back_to_the_other_exporter(tmp_path):
+    """The verifier's `error` (the runtime could not run the graph) makes the build try the next exporter; the
+    manifest's parity is the verification of the graph it kept."""
+    calls = []
+
+    def verify(artifact, ctx):
+        calls.append(artifact.manifest["files"]["model"]["name"])
+        if len(calls) == 1:
+            return {"status": "error", "reason": "simulated: Loop node with an unknown shape"}
+        return {"status": "pass", "batches": [int(x.shape[0]) for x in ctx.check_inputs]}
+
+    artifact = build_unverified("x3d-xs", "onnx", TINY, out=tmp_path, verify=verify)
+    attempts = artifact.manifest["info"]["export_attempts"]
+    assert [(a["exporter"], a["ok"]) for a in attempts] == [("torchscript", False), ("dynamo", True)]
+    assert "the graph does not run: simulated: Loop node" in attempts[0]["error"]
+    assert calls == ["model.onnx", "model.onnx"] and artifact.manifest["parity"] == {"status": "pass",
+                                                                                     "batches": [2, 1]}
+
+
+def test_a_build_opens_one_session_and_runs_the_reference_once(tmp_path, monkeypatch):
+    sessions = []
+    real_session = ort.InferenceSession
+    # Sessions on files; onnxsim's own constant folding opens sessions on in-memory bytes, which are not counted.
+    monkeypatch.setattr(ort, "InferenceSession",
+                        lambda *a, **k: (isinstance(a[0], str) and sessions.append(a[0])) or real_session(*a, **k))
+    reference_batches = []
+    real_create = compile_package._create_model
+
+    def counted(*args, **kwargs):
+        model = real_create(*args, **kwargs)
+        model.register_forward_pre_hook(lambda m, inputs: reference_batches.append(inputs[0].shape[0])
+                                        if torch.is_inference_mode_enabled() else None)
+        return model
+
+    monkeypatch.setattr(compile_package, "_create_model", counted)
+    artifact = build_verified("x3d-xs", "onnx", TINY, out=tmp_path)
+    assert artifact.manifest["parity"]["status"] == "pass"
+    staging = artifact.path.with_name(f"{artifact.key}.partial-{os.getpid()}")
+    assert sessions == [str(staging / "model.onnx")]  # verified in the staging folder, before it is published
+    assert reference_batches == [2, 1]  # the example and the second batch, each once
+    unverified = build_unverified("x3d-xs", "onnx", TINY, out=tmp_path / "unverified")
+    assert unverified.manifest["parity"]["status"] == "unverified" and len(sessions) == 1
+    assert build_verified("x3d-xs", "onnx", TINY, out=tmp_path / "unverified").manifest["parity"]["status"] == "pass"

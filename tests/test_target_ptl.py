@@ -7,6 +7,7 @@ import pytest
 import torch
 from support import tiny_clip
 
+from vcompile.bench.parity import build_verified
 from vcompile.compile import BuildOptions, build
 from vcompile.compile.ptl import xnnpack_enabled
 from vcompile.errors import VcompileError
@@ -19,13 +20,14 @@ OPTIONS = BuildOptions(tiny=True, batch=2)
 
 @pytest.mark.parametrize("name", list_models())
 def test_ptl_matches_pytorch(name, tmp_path):
-    artifact = build(name, "ptl", OPTIONS, out=tmp_path)
+    artifact = build_verified(name, "ptl", OPTIONS, out=tmp_path)
     info = artifact.manifest["info"]
     assert artifact.file().name == "model.ptl" and artifact.file().stat().st_size > 1000
     assert info["exporter"] == "torch.jit.trace"
     assert info["operators"] == len(info["operator_list"]) > 0
     assert all(op.startswith("aten::") for op in info["operator_list"])
-    assert info["max_abs_error"] <= 1e-4  # the build's own check, on the example clip
+    parity = artifact.manifest["parity"]  # the build's own check, on the example clip
+    assert parity["status"] == "pass" and parity["runtime"] == "ptl" and parity["max_abs"] <= 1e-4
     assert info["optimized_for_mobile"] == xnnpack_enabled()
     if not xnnpack_enabled():
         assert "XNNPACK is not enabled" in info["optimize_skipped"]

@@ -1,4 +1,4 @@
-"""Build many models for many targets, recording each cell of the model x target grid instead of stopping."""
+"""Build many models for many targets, verified, recording each cell of the model x target grid instead of stopping."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from vcompile.compile import TARGET_NAMES, BuildOptions, build, get_target, resolve_target
-from vcompile.errors import MissingDependencyError, VcompileError
+from ..compile import BuildOptions, get_target
+from ..errors import MissingDependencyError, VcompileError
+from .environment import environment
+from .parity import build_verified
 
-__all__ = ["GridCell", "expand_models", "expand_targets", "single_cell", "build_grid", "write_grid"]
+__all__ = ["GridCell", "single_cell", "build_grid", "write_grid"]
 
 
 @dataclass(frozen=True)
@@ -26,33 +28,20 @@ class GridCell:
     bytes: int | None = None
     seconds: float | None = None
     cached: bool | None = None
-
-
-def expand_models(spec: str) -> list[str]:
-    """``all`` or a comma-separated list of names and aliases -> canonical names (duplicates dropped)."""
-    from vcompile.zoo import list_models, resolve_name
-
-    if spec.strip().lower() == "all":
-        return list_models()
-    return list(dict.fromkeys(resolve_name(n) for n in spec.split(",") if n.strip()))
-
-
-def expand_targets(spec: str) -> list[str]:
-    if spec.strip().lower() == "all":
-        return list(TARGET_NAMES)
-    return list(dict.fromkeys(resolve_target(t) for t in spec.split(",") if t.strip()))
+    parity: str | None = None  # the build's verification: pass, fail, error, not run
 
 
 def single_cell(model: str, target: str, options: BuildOptions, *, out: Path, force: bool = False,
                 precision: str | None = None, log: Callable[[str], None] | None = None,
                 explain: Callable[[str, str, dict], None] | None = None) -> GridCell:
-    """Build one model for one target; unlike `build_grid`, errors propagate (one build, one error)."""
+    """Build and verify one model for one target; unlike `build_grid`, errors propagate (one build, one error)."""
     tgt = get_target(target)
     started = time.perf_counter()
-    artifact = build(model, tgt.name, replace(options, precision=precision or tgt.default_precision), out=out,
-                     force=force, log=log, explain=explain)
+    artifact = build_verified(model, tgt.name, replace(options, precision=precision or tgt.default_precision),
+                              out=out, force=force, log=log, explain=explain)
     return GridCell(artifact.model, artifact.target, "ok", path=str(artifact.file()), bytes=artifact.size_bytes,
-                    seconds=round(time.perf_counter() - started, 2), cached=artifact.cached)
+                    seconds=round(time.perf_counter() - started, 2), cached=artifact.cached,
+                    parity=artifact.manifest.get("parity", {}).get("status"))
 
 
 def build_grid(models: list[str], targets: list[str], options: BuildOptions, *, out: Path, force: bool = False,
@@ -87,8 +76,6 @@ def build_grid(models: list[str], targets: list[str], options: BuildOptions, *, 
 
 def write_grid(cells: list[GridCell], options: BuildOptions, out: Path) -> Path:
     """Write the grid as JSON beside the artifacts: ``<out>/build-grid.json``."""
-    from vcompile.bench.environment import environment
-
     path = Path(out) / "build-grid.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = {

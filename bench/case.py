@@ -105,9 +105,10 @@ def run_case(case: CaseSpec):
         torch.set_num_threads(case.threads)
     spec = get_spec(case.model)
     cost = model_cost(spec.name, batch=batch, tiny=case.tiny, frames=case.frames, size=case.size)
+    threads = (case.threads or torch.get_num_threads()) if RUNTIMES[case.runtime].thread_control else None
     record = Record(model=spec.name, runtime=case.runtime, mode=case.mode, status="error", precision=precision,
                     batch=batch, input_shape=list(cost.input_shape), device=case.device,
-                    threads=case.threads or torch.get_num_threads(), warmup=case.warmup, iters=case.iters,
+                    threads=threads, warmup=case.warmup, iters=case.iters,
                     timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     requested_precision=case.precision or mode.precision, params=cost.params,
                     gflops=round(cost.flops / 1e9 / batch, 3), gmacs=round(cost.macs / 1e9 / batch, 3),
@@ -174,8 +175,9 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
     else:
         source, runs_in = _build_artifact(case, precision, batch)
         target, artifact_path = source.target, str(source.file())
-    runner = load(source, case.runtime, device=case.device,
-                  precision=precision if info.target is None else "fp32", threads=case.threads)
+    # Artifact runtimes run the artifact's own precision; a thread count goes only to runtimes that honour one.
+    runner = load(source, case.runtime, device=case.device, precision=precision if info.target is None else None,
+                  threads=case.threads if info.thread_control else None)
     _phase(f"load {case.runtime}")
     runner.activate()
     video = clip.numpy()

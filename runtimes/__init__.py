@@ -3,6 +3,13 @@
 Each runtime is registered by name with a probe that imports its package only when asked and says whether it
 can build and run here. A broken install stays visible: the probe reports the original import error rather than
 pretending the package is absent.
+
+What a runtime supports is declared on its `Runner` class and readable from its `RuntimeInfo` without loading
+anything or importing an optional package (tensorrt, coremltools, executorch stay unimported)::
+
+    RUNTIMES["tensorrt"].devices         # ("cuda",)
+    RUNTIMES["coreml"].thread_control    # False: a threads request is an error
+    check_request("ptl", device="cuda")  # RunnerError: the ptl runtime runs on the CPU only, not 'cuda'; ...
 """
 
 from __future__ import annotations
@@ -13,8 +20,17 @@ import platform
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
 
-__all__ = ["RuntimeInfo", "Availability", "RUNTIMES", "resolve_runtime", "probe_all", "load"]
+import torch
+
+from ..compile.coreml import import_coremltools  # imports coremltools only when called (it warns loudly)
+from ..errors import VcompileError
+from .base import Runner, RunnerError, TensorMetadata
+
+__all__ = ["RuntimeInfo", "Availability", "RUNTIMES", "resolve_runtime", "probe_all", "check_request", "load",
+           "Runner", "RunnerError", "TensorMetadata"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +51,38 @@ class RuntimeInfo:
     extra: str | None  # the pip extra that installs it
     description: str
     probe: Callable[[], Availability]
-    runner: str  # "module:Class" of its Runner, imported only when used
+    runner: str  # "module:Class" of its Runner in this package, imported only when used
     aliases: tuple[str, ...] = ()
+
+    @property
+    def runner_class(self) -> type[Runner]:
+        """Its `Runner` class. Importing it imports no optional package: those load in ``activate``."""
+        module, cls = self.runner.split(":")
+        return getattr(importlib.import_module(f".{module}", __name__), cls)
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Device kinds it runs on (``cuda`` also as ``cuda:N``); the first is its default device."""
+        return self.runner_class.devices
+
+    @property
+    def default_device(self) -> str:
+        return self.runner_class.devices[0]
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """Precisions it executes; for an artifact runtime, the artifact's own (see `precision_from_artifact`)."""
+        return self.runner_class.precisions
+
+    @property
+    def precision_from_artifact(self) -> bool:
+        """Whether it runs the precision an artifact was built in (asking for another one is an error)."""
+        return self.runner_class.precision_from_artifact
+
+    @property
+    def thread_control(self) -> bool:
+        """Whether it honours a ``threads`` request (a request to one that does not is an error)."""
+        return self.runner_class.thread_control
 
 
 def _import(module: str):
@@ -50,24 +96,18 @@ def _import(module: str):
 
 
 def _cuda_devices() -> list[str]:
-    import torch
-
     if not torch.cuda.is_available():
         return []
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
 def _probe_torch() -> Availability:
-    import torch
-
     gpus = _cuda_devices()
     where = "CPU" + (f" and CUDA ({', '.join(gpus)})" if gpus else "; CUDA not available")
     return Availability(True, True, torch.__version__, f"eager on {where}")
 
 
 def _probe_inductor() -> Availability:
-    import torch
-
     compiler = next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
     if compiler is None and not _cuda_devices():
         return Availability(False, False, torch.__version__, "torch.compile on the CPU needs a C++ compiler (g++)")
@@ -95,8 +135,6 @@ def _probe_coreml() -> Availability:
     if importlib.util.find_spec("coremltools") is None:
         ct, why = None, "not installed"
     else:
-        from vcompile.compile.coreml import import_coremltools  # coremltools warns loudly on import
-
         ct, why = None, None
         try:
             ct = import_coremltools()
@@ -113,14 +151,10 @@ def _probe_executorch() -> Availability:
     runtime, why = _import("executorch.runtime")
     if runtime is None:
         return Availability(False, False, None, f'executorch {why}; pip install "vcompile[mobile]"')
-    from importlib.metadata import version
-
     return Availability(True, True, version("executorch"), "XNNPACK lowering; runs .pte on this CPU")
 
 
 def _probe_ptl() -> Availability:
-    import torch
-
     mobile, why = _import("torch.jit.mobile")
     if mobile is None or not hasattr(mobile, "_load_for_lite_interpreter"):
         return Availability(False, False, torch.__version__, f"this torch build has no lite interpreter ({why})")
@@ -147,8 +181,6 @@ RUNTIMES: dict[str, RuntimeInfo] = {r.name: r for r in (
 
 def resolve_runtime(name: str) -> RuntimeInfo:
     """A runtime by name or alias (``ort``, ``trt``, ``et``)."""
-    from vcompile.errors import VcompileError
-
     key = name.strip().lower()
     for info in RUNTIMES.values():
         if key == info.name or key in info.aliases:
@@ -161,20 +193,40 @@ def probe_all() -> dict[str, Availability]:
     return {name: info.probe() for name, info in RUNTIMES.items()}
 
 
-def load(source, runtime: str, device: str = "cpu", precision: str = "fp32", threads: int | None = None):
+def check_request(runtime: str, device: str | None = None, precision: str | None = None,
+                  threads: int | None = None, source: Any = None) -> tuple[str, str | None, int | None]:
+    """Check a request against a runtime's declarations without loading anything or probing the machine.
+
+    Returns ``(device, precision, threads)`` as the runner would use them (device None: the runtime's default;
+    precision None: an artifact's own, when ``source`` is given, else fp32 for the torch runtimes), or raises a
+    one-line `RunnerError` that names the runtime, what was asked, what it supports and the fix.
+    """
+    return resolve_runtime(runtime).runner_class.check_request(device, precision, threads, source)
+
+
+def load(source, runtime: str, device: str | None = None, precision: str | None = None,
+         threads: int | None = None) -> Runner:
     """A (not yet activated) `Runner` of ``runtime`` for ``source``: an `Artifact`, or a module for torch runtimes.
 
-    Raises a one-line `VcompileError` when the runtime cannot run here (package missing, no GPU, not macOS).
-    """
-    from vcompile.errors import VcompileError
+    Args:
+        device: one of the runtime's `RuntimeInfo.devices` (``cuda:N`` too); None: its default (``cpu``; ``cuda``
+            for tensorrt).
+        precision: None: the artifact's own (fp32 for a module). An artifact runtime refuses any other precision
+            than the artifact's; the torch runtimes run fp32, or fp16 and bf16 under autocast.
+        threads: CPU threads, for runtimes whose `RuntimeInfo.thread_control` is True; None: the default.
 
+    Raises:
+        RunnerError: a request the runtime's declarations do not allow (checked first, before any probe).
+        VcompileError: the runtime cannot run here (package missing, no GPU, not macOS), or ``source`` is not what
+            it runs.
+    """
     info = resolve_runtime(runtime)
+    runner_cls = info.runner_class
+    runner_cls.check_request(device, precision, threads, source)
     availability = info.probe()
     if not availability.can_run:
         raise VcompileError(f"the {info.name} runtime cannot run here: {availability.detail}")
     target = getattr(source, "target", None)
     if info.target is not None and target != info.target:
         raise VcompileError(f"the {info.name} runtime runs {info.target} artifacts, not {target or 'a module'}")
-    module, cls = info.runner.split(":")
-    runner_cls = getattr(importlib.import_module(f"vcompile.runtimes.{module}"), cls)
     return runner_cls(source, device=device, precision=precision, threads=threads)

@@ -16,9 +16,11 @@ import tempfile
 import numpy as np
 import torch
 
-from vcompile.runtimes.base import Runner, RunnerError
+from .base import Runner, RunnerError, TensorMetadata
 
-__all__ = ["ExecuTorchRunner", "set_threadpool_size"]
+__all__ = ["ExecuTorchRunner", "set_threadpool_size", "INPUT_NAME"]
+
+INPUT_NAME = "video"
 
 
 def set_threadpool_size(threads: int) -> int:
@@ -52,30 +54,30 @@ def _filtered_stderr():
 
 
 class ExecuTorchRunner(Runner):
-    """Runs an executorch `Artifact` (``model.pte``) on the CPU."""
+    """Runs an executorch `Artifact` (``model.pte``) on the CPU, with the static input shape it was built for."""
 
     name = "executorch"
+    devices = ("cpu",)
+    precisions = ("fp32",)
+    precision_from_artifact = True
+    thread_control = True  # the XNNPACK thread pool (process-wide; see set_threadpool_size)
+    shape_fix = "rebuild it for that batch and clip size (ExecuTorch programs are static)"
 
     def activate_impl(self) -> None:
         from executorch.runtime import Runtime
 
-        if self.device != "cpu":
-            raise RunnerError(f"the {self.name} runtime runs on the CPU here, not on {self.device}")
-        if self.precision != "fp32":
-            raise RunnerError(f"the {self.name} runtime runs fp32 programs, not {self.precision}")
         with _filtered_stderr():
             if self.threads:
                 set_threadpool_size(self.threads)
-            self.input_shape = tuple(self.source.input_shape)
             self.program = Runtime.get().load_program(self.source.file())
             self.method = self.program.load_method("forward")
         if self.method is None:
             raise RunnerError(f"{self.source.file()} has no 'forward' method")
 
+    def get_input_metadata_impl(self) -> dict[str, TensorMetadata]:
+        return {INPUT_NAME: TensorMetadata(np.dtype(np.float32), tuple(self.source.input_shape))}
+
     def infer_impl(self, video: np.ndarray) -> np.ndarray:
-        if video.shape != self.input_shape:
-            raise RunnerError(f"this {self.name} program takes input shape {self.input_shape} (static), "
-                              f"got {video.shape}; rebuild it for that batch and clip size")
         outputs = self.method.execute([torch.from_numpy(video)])
         return outputs[0].numpy()
 

@@ -1,38 +1,47 @@
 """ONNX Runtime runner: runs an onnx `Artifact` (``model.onnx``) on the CPU or, with onnxruntime-gpu, on CUDA.
 
 The execution provider follows the device and is never swapped silently: asking for ``cuda`` where this
-onnxruntime has no CUDA provider, or where the provider fails to load, is an error that names the fix.
+onnxruntime has no CUDA provider, or where the provider fails to load, is an error that names the fix. The input
+metadata is the session's: a named dimension (``batch``) is dynamic.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 
-from vcompile.runtimes.base import Runner, RunnerError
+from .base import Runner, RunnerError, TensorMetadata, parse_device
 
 __all__ = ["OnnxRuntimeRunner", "providers_for"]
 
 _GPU_FIX = 'pip install "vcompile[gpu]" (onnxruntime-gpu, in place of onnxruntime) on a machine with an NVIDIA GPU'
+_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+          "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+          "tensor(bool)": np.bool_}
 
 
 def providers_for(device: str) -> list:
     """onnxruntime providers for a device: ``cpu`` or ``cuda[:N]`` (CUDA first, CPU for the ops CUDA lacks)."""
-    kind, _, index = device.partition(":")
+    parsed = parse_device(device, OnnxRuntimeRunner.devices)
+    if parsed is None:
+        raise RunnerError(f"the onnxruntime runtime runs on cpu, cuda or cuda:N, not {device!r}")
+    kind, _, index = parsed.partition(":")
     if kind == "cpu":
         return ["CPUExecutionProvider"]
-    if kind == "cuda":
-        return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
-    raise RunnerError(f"the onnxruntime runtime runs on cpu or cuda[:N], not {device!r}")
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
 
 
 class OnnxRuntimeRunner(Runner):
     """An ``onnxruntime.InferenceSession`` with all graph optimizations; the artifact's precision is what runs."""
 
     name = "onnxruntime"
+    devices = ("cpu", "cuda")
+    precisions = ("fp32", "fp16")
+    precision_from_artifact = True
+    thread_control = True  # intra-op threads of the session
+    shape_fix = "give a clip of that shape, or rebuild the artifact for it"
 
     def activate_impl(self) -> None:
-        import onnxruntime as ort
-
         providers = providers_for(self.device)
         wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
         available = ort.get_available_providers()
@@ -49,6 +58,16 @@ class OnnxRuntimeRunner(Runner):
                               f"back to {', '.join(self.session.get_providers())}); check the CUDA and cuDNN "
                               f"libraries that onnxruntime-gpu {ort.__version__} needs")
         self.input_name = self.session.get_inputs()[0].name
+
+    def get_input_metadata_impl(self) -> dict[str, TensorMetadata]:
+        metadata = {}
+        for arg in self.session.get_inputs():
+            if arg.type not in _TYPES:
+                raise RunnerError(f"{self.source.file()} input {arg.name!r} has type {arg.type}, which vcompile "
+                                  "does not feed")
+            shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in arg.shape)  # "batch", None: dynamic
+            metadata[arg.name] = TensorMetadata(np.dtype(_TYPES[arg.type]), shape)
+        return metadata
 
     def infer_impl(self, video: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: video})[0]

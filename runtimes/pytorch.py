@@ -8,28 +8,40 @@ import numpy as np
 import torch
 from torch import nn
 
-from vcompile.runtimes.base import Runner, RunnerError
+from .base import Runner, RunnerError, TensorMetadata, require_cuda
 
-__all__ = ["TorchRunner", "InductorRunner"]
+__all__ = ["TorchRunner", "InductorRunner", "INPUT_NAME"]
 
+INPUT_NAME = "video"
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TorchRunner(Runner):
-    """PyTorch eager mode. fp32 runs as is; fp16 and bf16 run under autocast (AMP), weights stay fp32."""
+    """PyTorch eager mode. fp32 runs as is; fp16 and bf16 run under autocast (AMP), weights stay fp32.
+
+    ``threads`` sets torch's intra-op threads (process-wide). The input is what the zoo model was built for:
+    (any batch, 3, frames, size, size) from its ``build_args``; a module without them takes any (B, 3, T, H, W).
+    """
 
     name = "torch"
+    devices = ("cpu", "cuda")
+    precisions = ("fp32", "fp16", "bf16")
+    thread_control = True
+    shape_fix = "create the model for that clip (create_model(name, frames=..., size=...))"
 
     def activate_impl(self) -> None:
         if not isinstance(self.source, nn.Module):
             raise RunnerError(f"the {self.name} runtime runs a PyTorch module, not {type(self.source).__name__}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RunnerError(f"device {self.device} asked for, but CUDA is not available here; use --device cpu")
-        if self.precision not in ("fp32", *_AMP_DTYPES):
-            raise RunnerError(f"the {self.name} runtime runs fp32, fp16 or bf16, not {self.precision}")
+        if self.device.startswith("cuda"):
+            require_cuda(self.name, self.device)
         if self.threads:
             torch.set_num_threads(self.threads)
         self.module = self.prepare(self.source.eval().to(self.device))
+
+    def get_input_metadata_impl(self) -> dict[str, TensorMetadata]:
+        args = getattr(self.source, "build_args", None) or {}
+        frames, size = args.get("frames"), args.get("size")
+        return {INPUT_NAME: TensorMetadata(np.dtype(np.float32), (None, 3, frames, size, size))}
 
     def prepare(self, module: nn.Module) -> nn.Module:
         return module
@@ -47,6 +59,9 @@ class TorchRunner(Runner):
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)
+
+    def deactivate_impl(self) -> None:
+        self.module = None
 
 
 class InductorRunner(TorchRunner):

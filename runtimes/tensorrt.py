@@ -9,23 +9,31 @@ Device buffers are torch CUDA tensors (no pycuda or cuda-python needed); every I
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from vcompile.runtimes.base import Runner, RunnerError
+from .base import Runner, RunnerError, TensorMetadata, require_cuda
 
 __all__ = ["TensorRTRunner"]
 
 
 class TensorRTRunner(Runner):
-    """A deserialized engine and one execution context; the engine's precision is what runs."""
+    """A deserialized engine and one execution context; the engine's precision is what runs.
+
+    Its input metadata is the engine's: a dimension of -1 (the batch of a profile) is dynamic; the profile's
+    bounds are checked when a batch is enqueued.
+    """
 
     name = "tensorrt"
+    devices = ("cuda",)
+    precisions = ("fp32", "fp16", "bf16")
+    precision_from_artifact = True
+    thread_control = False
+    shape_fix = "give a clip of that shape, or rebuild the engine for it"
 
     def activate_impl(self) -> None:
         import tensorrt as trt
-        import torch
 
-        if not self.device.startswith("cuda") or not torch.cuda.is_available():
-            raise RunnerError(f"TensorRT runs on an NVIDIA GPU (device cuda), not {self.device!r} on this machine")
+        require_cuda(self.name, self.device)
         self.torch_device = torch.device(self.device)
         info = self.source.manifest.get("info", {})
         major, minor = torch.cuda.get_device_capability(self.torch_device)
@@ -47,12 +55,22 @@ class TensorRTRunner(Runner):
         self._dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
                         trt.DataType.BF16: torch.bfloat16, trt.DataType.INT32: torch.int32,
                         trt.DataType.INT64: torch.int64, trt.DataType.BOOL: torch.bool}
+        self._numpy = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16, trt.DataType.INT32: np.int32,
+                       trt.DataType.INT64: np.int64, trt.DataType.BOOL: np.bool_}
         self._held: list = []
+
+    def get_input_metadata_impl(self) -> dict[str, TensorMetadata]:
+        metadata = {}
+        for name in self.inputs:
+            dtype = self.engine.get_tensor_dtype(name)
+            if dtype not in self._numpy:
+                raise RunnerError(f"{self.source.file()} input {name!r} is {dtype}, which vcompile does not feed")
+            shape = tuple(None if d < 0 else int(d) for d in self.engine.get_tensor_shape(name))
+            metadata[name] = TensorMetadata(np.dtype(self._numpy[dtype]), shape)
+        return metadata
 
     def enqueue(self, video):
         """Queue one batch on `stream`: a CUDA tensor (B, 3, T, H, W) in, the logits tensor out (not yet ready)."""
-        import torch
-
         name = self.inputs[0]
         with torch.cuda.stream(self.stream):
             video = video.to(self.torch_device, self._dtypes[self.engine.get_tensor_dtype(name)]).contiguous()
@@ -73,8 +91,6 @@ class TensorRTRunner(Runner):
         return outputs[self.outputs[0]]
 
     def infer_impl(self, video: np.ndarray) -> np.ndarray:
-        import torch
-
         logits = self.enqueue(torch.from_numpy(video).pin_memory())
         with torch.cuda.stream(self.stream):
             host = logits.float().cpu()

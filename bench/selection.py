@@ -7,13 +7,13 @@ place and not in the CLI.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..compile import resolve_targets
 from ..errors import VcompileError
 from ..runtimes import RUNTIMES, resolve_runtime
+from ..runtimes.base import parse_device
 from ..zoo import list_models, resolve_name
 from .case import MODES
 
@@ -50,13 +50,10 @@ def resolve_modes(spec: str) -> list[str]:
     return modes
 
 
-_DEVICE = re.compile(r"cpu|cuda(:(0|[1-9][0-9]*))?")
-
-
 def resolve_device(spec: str) -> str:
-    """A device as the benchmark protocol names it: exactly ``cpu``, ``cuda`` or ``cuda:N``."""
-    device = spec.strip().lower()
-    if not _DEVICE.fullmatch(device):
+    """A device as the benchmark protocol names it: exactly ``cpu``, ``cuda`` or ``cuda:N`` (the runners' parser)."""
+    device = parse_device(spec)
+    if device is None:
         raise VcompileError(f"unknown device {spec!r}; use cpu, cuda or cuda:N (N the GPU's index)")
     return device
 

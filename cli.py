@@ -316,9 +316,9 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
     agreement. A top-1 disagreement where the reference's top-2 margin is within tolerance is a tie, not a
     failure. Exit status is 0 only if every row passes.
     """
-    from .bench.metrics import tolerance_for
-    from .bench.parity import PARITY_RUNTIMES, run_parity
     from .bench.selection import resolve_models, select_runtimes
+    from .check.metrics import tolerance_for
+    from .check.parity import PARITY_RUNTIMES, run_parity
     from .compile import BuildOptions
 
     names = resolve_models(models)
@@ -484,7 +484,7 @@ def report(results: tuple[str, ...], out: str, build_grid: str | None, parity_fi
     memory table follows the layout of the paper's Table 2; GMACs against latency (appendix A); average relative
     latency against the paper's accuracy (the summary figure). Writes markdown, CSV and a self-contained HTML page.
     """
-    from .bench.report import write_report
+    from .report.documents import write_report
 
     written = write_report([Path(r) for r in results], Path(out), build_grid=Path(build_grid) if build_grid else None,
                            parity=[Path(p) for p in parity_files])

@@ -1,1 +1,2 @@
-"""Benchmarking: timing, memory, training step, parity, result records and reports."""
+"""How fast and how much memory: cases, sweeps, timing, training step, records, environment, selection of
+models, runtimes and modes, and build grids."""

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..check.parity import build_verified
 from ..compile import BuildOptions, get_target
 from ..errors import MissingDependencyError, VcompileError
 from .environment import environment
-from .parity import build_verified
 
 __all__ = ["GridCell", "single_cell", "build_grid", "write_grid"]
 

@@ -16,13 +16,14 @@ from datetime import datetime, timezone
 
 import torch
 
-from ..compile import BuildOptions, example_input, get_target
+from ..check.parity import build_verified
+from ..compile import BuildOptions, get_target
+from ..data import example_input
 from ..errors import VcompileError
 from ..runtimes import RUNTIMES, load
 from ..zoo import create_model, get_spec
 from ..zoo.flops import model_cost
 from .environment import environment
-from .parity import build_verified
 from .records import Record
 from .timing import time_runs
 from .train import TrainStep

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vcompile.compile import example_input
 from vcompile.compile.rewrites import apply_rewrites
+from vcompile.data import example_input
 from vcompile.zoo import create_model, get_spec
 
 

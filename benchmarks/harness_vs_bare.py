@@ -22,7 +22,8 @@ from pathlib import Path
 
 from vcompile.bench.case import CaseSpec
 from vcompile.bench.sweep import run_case_isolated
-from vcompile.compile import BuildOptions, build, example_input
+from vcompile.compile import BuildOptions, build
+from vcompile.data import example_input
 
 BARE = textwrap.dedent("""
     import json, sys, time

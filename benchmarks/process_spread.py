@@ -14,8 +14,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from vcompile.bench.analysis import model_sort_key
 from vcompile.bench.records import read_records
+from vcompile.report.analysis import model_sort_key
 
 
 def main(path: str) -> None:

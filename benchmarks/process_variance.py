@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from harness_vs_bare import bare_loop  # the same bare loop the harness is compared with
 
-from vcompile.compile import example_input
+from vcompile.data import example_input
 from vcompile.zoo import get_spec
 
 

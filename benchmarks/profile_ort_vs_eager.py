@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vcompile.compile import BuildOptions, build, example_input
+from vcompile.compile import BuildOptions, build
+from vcompile.data import example_input
 from vcompile.zoo import create_model, get_spec
 
 

@@ -8,7 +8,7 @@ Each target is a module of this package (``onnx``, ``tensorrt``, ``coreml``, ``e
 defines ``TARGET``, a `Target`; its runtime twin has the same module name in `vcompile.runtimes`.
 
 `compile` turns modules into artifacts and never runs one. The check that a fresh artifact computes what the
-model computes runs in the layer above, which passes it to `build` as ``verify`` (`vcompile.bench.parity`'s
+model computes runs in the layer above, which passes it to `build` as ``verify`` (`vcompile.check.parity`'s
 `verify_build`); its result is the manifest's ``parity``. Without it a manifest says ``unverified``, and a later
 build with a verifier verifies the cached artifact and records the result.
 """
@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..data import example_input
 from ..errors import VcompileError, WeightsError
 from ..zoo import build_model, create_model, get_spec
 from .base import (
@@ -37,7 +38,6 @@ from .base import (
     Target,
     TargetResult,
     Verifier,
-    example_input,
 )
 from .cache import (
     SCHEMA,
@@ -52,7 +52,7 @@ from .cache import (
 
 __all__ = ["PRECISIONS", "UNVERIFIED", "Artifact", "BuildContext", "BuildOptions", "BuildError", "Target",
            "TargetResult", "Verifier", "TARGET_NAMES", "get_target", "resolve_target", "resolve_targets", "build",
-           "example_input", "DEFAULT_OUT"]
+           "DEFAULT_OUT"]
 
 TARGET_NAMES = ("onnx", "tensorrt", "coreml", "executorch", "ptl")
 _ALIASES = {"trt": "tensorrt", "et": "executorch", "ort": "onnx", "pte": "executorch", "mlpackage": "coreml",

@@ -15,16 +15,11 @@ import torch
 from torch import nn
 
 __all__ = ["PRECISIONS", "UNVERIFIED", "BuildOptions", "Target", "BuildContext", "TargetResult", "Artifact",
-           "Verifier", "example_input", "module_path"]
+           "Verifier", "module_path"]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 # The manifest's "parity" of an artifact built without a verifier (`vcompile.compile.build` called on its own).
 UNVERIFIED = {"status": "unverified", "reason": "built without a verifier; vcompile's commands verify every build"}
-
-
-def example_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    """The seeded clip used to trace and to check a build (standard normal, like normalised video)."""
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def module_path(node: torch.fx.Node) -> str | None:
@@ -194,6 +189,6 @@ class Artifact:
 
 
 # What the layer above `compile` passes to `vcompile.compile.build` to check an artifact right after it is built
-# (`vcompile.bench.parity.verify_build`): the artifact (its files still in the staging folder) and the build's
+# (`vcompile.check.parity.verify_build`): the artifact (its files still in the staging folder) and the build's
 # context, for `BuildContext.check_inputs` and `BuildContext.reference`; it returns the manifest's "parity" entry.
 Verifier = Callable[[Artifact, BuildContext], dict[str, Any]]

@@ -1,4 +1,5 @@
-"""The package's layers import one way: zoo -> compile -> runtimes -> bench -> cli (errors.py is shared by all).
+"""The package's layers import one way: zoo -> data -> compile -> runtimes -> check -> bench -> report -> cli
+(errors.py is shared by all).
 
 Every module is parsed with `ast`, and every import in it counts, function-local ones included: a lower layer
 that needs a higher one has its code in the wrong place.
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = {"zoo": 0, "compile": 1, "runtimes": 2, "bench": 3, "cli": 4}
+LAYERS = {name: rank for rank, name in
+          enumerate(("zoo", "data", "compile", "runtimes", "check", "bench", "report", "cli"))}
 SHARED = {"errors", "__init__", "__main__"}  # vcompile/errors.py and the package's own entry points
 # Optional packages that a module may import only inside the function that needs them.
 LAZY_ONLY = ("tensorrt", "coremltools", "executorch", "openvino", "av")
@@ -59,10 +61,12 @@ def _violations(path: Path, source: str | None = None) -> list[str]:
 
 def test_the_checker_sees_relative_absolute_and_local_imports():
     """The rule itself can fail: imports against the order are found in every spelling."""
-    source = ("from ..bench import parity\nimport vcompile.runtimes\nfrom . import onnx\n"
-              "def f():\n    from vcompile.bench.case import MODES\n    from .. import cli\n")
+    source = ("from ..check import parity\nimport vcompile.runtimes\nfrom . import onnx\nfrom ..data import clips\n"
+              "def f():\n    from vcompile.bench.case import MODES\n    from .. import cli\n"
+              "    from vcompile.report.analysis import speedups\n")
     found = _violations(ROOT / "compile" / "probe.py", source)
-    assert [f.split(" imports ")[1] for f in found] == ["bench", "runtimes", "bench.case", "cli"], found
+    assert [f.split(" imports ")[1] for f in found] == ["check", "runtimes", "bench.case", "cli", "report.analysis"], \
+        found
 
 
 def test_every_import_follows_the_layer_order():

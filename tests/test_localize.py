@@ -15,8 +15,8 @@ import pytest
 import torch
 from support import tiny_clip
 
-from vcompile.bench.localize import Localization, _torchscript_scope, localize_onnx, localize_threshold
-from vcompile.bench.metrics import TOLERANCES, compare_logits
+from vcompile.check.localize import Localization, _torchscript_scope, localize_onnx, localize_threshold
+from vcompile.check.metrics import TOLERANCES, compare_logits
 from vcompile.zoo import create_model
 
 onnx = pytest.importorskip("onnx", reason="onnx is a core dependency; install vcompile")

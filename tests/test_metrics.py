@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vcompile.bench.metrics import TOLERANCES, Tolerance, compare_logits
+from vcompile.check.metrics import TOLERANCES, Tolerance, compare_logits
 
 FP32 = TOLERANCES["fp32"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from vcompile.bench.parity import build_verified as build
+from vcompile.check.parity import build_verified as build
 from vcompile.compile import BuildOptions
 from vcompile.zoo import list_models
 

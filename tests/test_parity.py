@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from vcompile.bench.parity import run_parity
+from vcompile.check.parity import run_parity
 from vcompile.compile import BuildOptions, build
 from vcompile.compile.cache import describe_files, write_manifest
 from vcompile.zoo import create_model, list_models

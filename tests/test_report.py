@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from vcompile.bench.paper import PAPER_ACCURACY, normalised_accuracy
 from vcompile.bench.records import Record, append_record
-from vcompile.bench.report import (
+from vcompile.errors import VcompileError
+from vcompile.report.documents import (
     Device,
     Series,
     average_over_devices,
@@ -21,7 +21,7 @@ from vcompile.bench.report import (
     summary_points,
     write_report,
 )
-from vcompile.errors import VcompileError
+from vcompile.report.paper import PAPER_ACCURACY, normalised_accuracy
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GPU = Device("GPU", "NVIDIA H100 80GB HBM3")

@@ -10,8 +10,8 @@ import pytest
 
 from vcompile.bench import environment, selection
 from vcompile.bench.case import MODES
-from vcompile.bench.metrics import TOLERANCES, tolerance_for
-from vcompile.bench.parity import PARITY_RUNTIMES
+from vcompile.check.metrics import TOLERANCES, tolerance_for
+from vcompile.check.parity import PARITY_RUNTIMES
 from vcompile.errors import VcompileError
 from vcompile.runtimes import RUNTIMES
 from vcompile.zoo import list_models

@@ -11,7 +11,7 @@ import pytest
 import torch
 from support import tiny_clip
 
-from vcompile.bench.parity import build_verified
+from vcompile.check.parity import build_verified
 from vcompile.compile import BuildOptions
 from vcompile.runtimes import load
 from vcompile.runtimes.base import RunnerError

@@ -14,7 +14,7 @@ import torch
 from support import tiny_clip
 
 import vcompile.compile as compile_package
-from vcompile.bench.parity import build_verified
+from vcompile.check.parity import build_verified
 from vcompile.compile import BuildError, BuildOptions
 from vcompile.compile import build as build_unverified
 from vcompile.errors import VcompileError

@@ -7,7 +7,7 @@ import pytest
 import torch
 from support import tiny_clip
 
-from vcompile.bench.parity import build_verified
+from vcompile.check.parity import build_verified
 from vcompile.compile import BuildOptions, build
 from vcompile.compile.ptl import xnnpack_enabled
 from vcompile.errors import VcompileError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vcompile.bench.video import VideoError, load_clip, sample_indices
+from vcompile.data.video import VideoError, load_clip, sample_indices
 
 av = pytest.importorskip("av", reason='PyAV is needed to write and decode video: pip install "vcompile[video]"')
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from statistics import mean, median
 
+from ..bench.records import Record, read_records
 from ..errors import VcompileError
 from .analysis import (
     PAPER_MODES,
@@ -42,7 +43,6 @@ from .analysis import (
 )
 from .paper import paper_accuracy
 from .plots import plot_flops, plot_relative, plot_speedups, plot_summary
-from .records import Record, read_records
 
 __all__ = ["write_report"]
 

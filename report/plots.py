@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from ..bench.records import Record
 from .analysis import (
     CATEGORY_COLOURS,
     AverageRow,
@@ -27,7 +28,6 @@ from .analysis import (
     model_sort_key,
     series_of,
 )
-from .records import Record
 
 __all__ = ["plot_relative", "plot_flops", "plot_summary", "plot_speedups"]
 

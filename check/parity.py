@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..compile import Artifact, BuildContext, BuildOptions, build, example_input, get_target
+from ..compile import Artifact, BuildContext, BuildOptions, build, get_target
+from ..data import clip_set, load_clip
 from ..errors import VcompileError
 from ..runtimes import RUNTIMES, load, resolve_runtime
 from ..zoo import create_model
 from .localize import localize_onnx
 from .metrics import TOLERANCES, Agreement, Tolerance, compare_logits
-from .video import load_clip
 
 __all__ = ["ParityRow", "ParityResult", "PARITY_RUNTIMES", "parity_inputs", "reference_logits", "check_runtime",
            "verify_build", "build_verified", "run_parity"]
@@ -65,7 +65,7 @@ class ParityResult:
 def parity_inputs(shape: tuple[int, ...], samples: int, seed: int, videos: Sequence[torch.Tensor] = ()) -> list[
         torch.Tensor]:
     """``samples`` seeded clips of ``shape`` (batch included), followed by any real-video clips."""
-    clips = [example_input(shape, seed + 1000 + i) for i in range(samples)]
+    clips = clip_set("parity", shape, samples, seed)
     return clips + list(videos)
 
 

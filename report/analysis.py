@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from functools import cache
 from statistics import mean
 
+from ..bench.case import MODES
+from ..bench.records import Record
 from ..errors import VcompileError
 from ..zoo import get_spec
-from .case import MODES
 from .paper import normalised_accuracy
-from .records import Record
 
 __all__ = ["Device", "Series", "LatencyRow", "AverageRow", "SummaryPoint", "PAPER_MODES", "CATEGORY_COLOURS",
            "category_of", "model_sort_key", "device_of", "series_of", "measured", "relative_latencies",

@@ -1,0 +1,12 @@
+"""Model inputs: seeded clips, named clip sets, and real video decoded and sampled as the paper does.
+
+`data` knows only the zoo's input contract (shapes, normalisation); everything that feeds a model reads its
+clips here, so calibration and checking can never silently share a clip.
+"""
+
+from __future__ import annotations
+
+from .clips import CLIP_SETS, clip_set, example_input
+from .video import Clip, VideoError, load_clip, sample_indices
+
+__all__ = ["CLIP_SETS", "clip_set", "example_input", "Clip", "VideoError", "load_clip", "sample_indices"]

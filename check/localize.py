@@ -32,8 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -288,6 +286,7 @@ def _record_outputs(model: nn.Module, clip: torch.Tensor) -> tuple[list[str], di
 
 # The ONNX side ------------------------------------------------------------------------------------------------
 def _value_types(onnx_model) -> dict[str, int]:
+    import onnx
     try:
         inferred = onnx.shape_inference.infer_shapes(onnx_model)
     except Exception:  # noqa: BLE001 - shape inference is a help here, not a requirement
@@ -300,6 +299,8 @@ def _run_with_outputs(onnx_model, wanted: dict[str, int], types: dict[str, int],
                       ) -> dict[str, np.ndarray]:
     """The values named in ``wanted`` (name -> bytes), computed by onnxruntime on the CPU with graph
     optimisations disabled, so that they are what the file computes; in runs of about 1 GiB of outputs each."""
+    import onnx
+    import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
@@ -349,6 +350,7 @@ def localize_onnx(model: nn.Module, onnx_path: Path, clip: torch.Tensor, tol: To
         scopes_from: the unsimplified export of a simplified dynamo graph, to take name scopes from
             (`copy_name_scopes`); without them only layers whose parameters keep their names are compared.
     """
+    import onnx
     onnx_model = onnx.load(str(onnx_path))
     if scopes_from is not None:
         copy_name_scopes(onnx_model, onnx.load(str(scopes_from), load_external_data=False))

@@ -15,20 +15,26 @@ build with a verifier verifies the cached artifact and records the result.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # Windows: builds of one key are not serialised across processes
+    fcntl = None
+
 from ..data import example_input
 from ..errors import VcompileError, WeightsError
-from ..zoo import build_model, create_model, get_spec
+from ..zoo import build_args, create_model, get_spec
 from .base import (
     PRECISIONS,
     UNVERIFIED,
@@ -132,6 +138,24 @@ def _verifier(artifact: Artifact, ctx: BuildContext, verify: Verifier | None) ->
     return check
 
 
+@contextlib.contextmanager
+def _key_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on one cache key while it is looked up, built or verified, so that processes building
+    the same key (parallel tests, two sweeps) never replace files another is reading: the later one waits, then
+    finds the artifact cached. The lock is ``<key>.lock`` beside the key's folder. Where no lock can be taken (a
+    read-only cache, no fcntl) the look-up goes on without one, and a build that must write says why it cannot."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(folder.with_name(folder.name + ".lock"), "a")  # noqa: SIM115 - closed by the with below
+    except OSError:
+        yield
+        return
+    with handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock, on error too
+
+
 def build(model: str, target: str, options: BuildOptions | None = None, *, out: str | Path = DEFAULT_OUT,
           force: bool = False, log: Callable[[str], None] | None = None,
           explain: Callable[[str, str, dict], None] | None = None, verify: Verifier | None = None) -> Artifact:
@@ -167,10 +191,9 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
     reason = tgt.unavailable_reason()
     if reason:
         raise VcompileError(reason)
-    # Validates the shape and gives the defaults the model will be built with, without allocating weights.
-    with torch.device("meta"):
-        args = build_model(spec.name, tiny=options.tiny, num_classes=options.num_classes, frames=options.frames,
-                           size=options.size).build_args
+    # Validates the shape and gives the defaults the model will be built with, without constructing it.
+    args = build_args(spec.name, tiny=options.tiny, num_classes=options.num_classes, frames=options.frames,
+                      size=options.size)
     shape = (options.batch, 3, args["frames"], args["size"], args["size"])
 
     dependency = None
@@ -186,56 +209,58 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         "dependency": dependency.key if dependency else None,
     })
     folder = Path(out) / "builds" / spec.name / tgt.name / key
-    manifest = read_manifest(folder)
-    if manifest and not force:
-        problem = verify_artifact(folder, manifest)
-        if problem is None:
-            if explain and "explain" in manifest["info"]:
-                explain(spec.name, tgt.name, manifest["info"]["explain"])
-            artifact = Artifact(spec.name, tgt.name, key, folder, manifest, cached=True)
-            if verify is not None and manifest.get("parity", {}).get("status") == UNVERIFIED["status"]:
-                artifact = _verify_cached(artifact, tgt, shape, options, out, dependency, log, verify)
-            return artifact
-        log(f"rebuilding: {problem}")
+    with _key_lock(folder):  # a concurrent build of the same key waits here, then finds it cached
+        manifest = read_manifest(folder)
+        if manifest and not force:
+            problem = verify_artifact(folder, manifest)
+            if problem is None:
+                if explain and "explain" in manifest["info"]:
+                    explain(spec.name, tgt.name, manifest["info"]["explain"])
+                artifact = Artifact(spec.name, tgt.name, key, folder, manifest, cached=True)
+                if verify is not None and manifest.get("parity", {}).get("status") == UNVERIFIED["status"]:
+                    artifact = _verify_cached(artifact, tgt, shape, options, out, dependency, log, verify)
+                return artifact
+            log(f"rebuilding: {problem}")
 
-    # A staging folder per process, so that concurrent builds of one key never write into each other's files.
-    staging = folder.with_name(f"{key}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir(parents=True)
-    except OSError as err:
-        raise VcompileError(f"cannot write artifacts under {out} ({err.strerror}); choose a writable --out") from None
-    started = time.perf_counter()
-    ctx = _context(spec.name, tgt, shape, options, staging, Path(out), dependency, log, explain)
-    manifest = {
-        "schema": SCHEMA, "model": spec.name, "target": tgt.name, "key": key, "key_inputs": key_inputs,
-        "options": options.to_dict(), "input_shape": list(shape), "runtime": tgt.runtime,
-        "dependency": str(dependency.path) if dependency else None,
-    }
-    ctx.verify = _verifier(Artifact(spec.name, tgt.name, key, staging, manifest), ctx, verify)
-    try:
-        with ctx.stage("create model"):
-            ctx.model = _create_model(spec.name, options)
-        result = tgt.build(ctx)
-        parity = result.parity or ctx.verify(result.files)
-    except VcompileError:
+        # A staging folder per process, so that concurrent builds of one key never write into each other's files.
+        staging = folder.with_name(f"{key}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    except Exception as err:  # noqa: BLE001 - a target's failure is reported as data, never as a traceback
-        shutil.rmtree(staging, ignore_errors=True)
-        stage = next(reversed(ctx.stages), "build") if ctx.stages else "build"
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        raise BuildError(f"{tgt.name} build of {spec.name} failed at '{stage}': {type(err).__name__}: {first}") \
-            from err
-    manifest.update({
-        "files": describe_files(staging, result.files), "stages": ctx.stages,
-        "build_seconds": round(time.perf_counter() - started, 3), "info": result.info, "parity": parity,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
-    write_manifest(staging, manifest)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return Artifact(spec.name, tgt.name, key, folder, manifest, cached=False)
+        try:
+            staging.mkdir(parents=True)
+        except OSError as err:
+            raise VcompileError(f"cannot write artifacts under {out} ({err.strerror}); choose a writable --out") \
+                from None
+        started = time.perf_counter()
+        ctx = _context(spec.name, tgt, shape, options, staging, Path(out), dependency, log, explain)
+        manifest = {
+            "schema": SCHEMA, "model": spec.name, "target": tgt.name, "key": key, "key_inputs": key_inputs,
+            "options": options.to_dict(), "input_shape": list(shape), "runtime": tgt.runtime,
+            "dependency": str(dependency.path) if dependency else None,
+        }
+        ctx.verify = _verifier(Artifact(spec.name, tgt.name, key, staging, manifest), ctx, verify)
+        try:
+            with ctx.stage("create model"):
+                ctx.model = _create_model(spec.name, options)
+            result = tgt.build(ctx)
+            parity = result.parity or ctx.verify(result.files)
+        except VcompileError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        except Exception as err:  # noqa: BLE001 - a target's failure is reported as data, never as a traceback
+            shutil.rmtree(staging, ignore_errors=True)
+            stage = next(reversed(ctx.stages), "build") if ctx.stages else "build"
+            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            raise BuildError(f"{tgt.name} build of {spec.name} failed at '{stage}': "
+                             f"{type(err).__name__}: {first}") from err
+        manifest.update({
+            "files": describe_files(staging, result.files), "stages": ctx.stages,
+            "build_seconds": round(time.perf_counter() - started, 3), "info": result.info, "parity": parity,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        write_manifest(staging, manifest)
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+        return Artifact(spec.name, tgt.name, key, folder, manifest, cached=False)
 
 
 def _verify_cached(artifact: Artifact, tgt: Target, shape: tuple[int, ...], options: BuildOptions, out: str | Path,

@@ -33,8 +33,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import onnx
-import onnxsim
 import torch
 from torch import nn
 
@@ -82,6 +80,7 @@ def _data_file(path: Path) -> Path:
 
 def _save(proto, path: Path, external: bool) -> None:
     """Write a model, with its tensors in ``<path>.data`` when ``external``."""
+    import onnx
     _data_file(path).unlink(missing_ok=True)
     if external:
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -113,6 +112,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: s
     Raises:
         ValueError: the exported graph has a fixed batch.
     """
+    import onnx
     path = Path(path)
     trace = example.repeat(2, 1, 1, 1, 1) if example.shape[0] == 1 else example
     kwargs: dict[str, Any] = {"opset_version": opset, "input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
@@ -145,6 +145,7 @@ def check_onnx(path: Path) -> dict[str, Any]:
     Raises:
         onnx.checker.ValidationError, onnx.shape_inference.InferenceError: the graph is invalid.
     """
+    import onnx
     onnx.checker.check_model(str(path), full_check=True)
     with tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".infer-") as tmp:
         inferred_path = Path(tmp) / "inferred.onnx"
@@ -157,6 +158,7 @@ def check_onnx(path: Path) -> dict[str, Any]:
 
 def op_histogram(path: Path) -> dict[str, int]:
     """Count of each op type in the main graph (nodes of Loop/If bodies are not counted)."""
+    import onnx
     proto = onnx.load(str(path), load_external_data=False)
     return dict(sorted(Counter(node.op_type for node in proto.graph.node).items()))
 
@@ -170,6 +172,8 @@ def simplify_onnx(source: Path, target: Path) -> dict[str, Any]:
         ``simplified``: whether onnxsim's graph was kept, ``simplify_error``: why not, ``check``: `check_onnx`
         of ``target`` (None when it is the unchanged source).
     """
+    import onnx
+    import onnxsim
     external = _data_file(source).exists()
     try:
         with contextlib.redirect_stdout(io.StringIO()):

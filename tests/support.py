@@ -11,8 +11,11 @@ import sys
 
 import torch
 
-# Two threads, as on the CI machines, so that runs are comparable and the suite does not oversubscribe.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The cores shared out between pytest-xdist's workers (one worker per core by default), at most two per process as
+# on the CI machines, so that runs are comparable and parallel workers do not oversubscribe the cores.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+torch.set_num_threads(THREADS)
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from vcompile.zoo import TINY_CLASSES, count_params, create_model, get_spec, list_models
-from vcompile.zoo.flops import model_cost
+from vcompile.zoo.flops import count_cost, model_cost
 
 MODELS = list_models()
 
@@ -22,6 +22,20 @@ def test_paper_scale_params(name):
     meta = model_cost(name)
     assert abs(meta.params / 1e6 - spec.paper_params_m) / spec.paper_params_m < 0.01, meta.params
     assert count_params(create_model(name)) == meta.params
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_recorded_cost_is_what_counting_gives(name):
+    """The params and FLOPs each spec records (so that `vcompile models` builds nothing) equal a fresh count; at any
+    other shape `model_cost` counts."""
+    spec, counted = get_spec(name), count_cost(name)
+    assert (spec.params, spec.flops) == (counted.params, counted.flops), \
+        f"update {name}'s ModelSpec: params={counted.params:_}, flops={counted.flops:_}"
+    assert model_cost(name) == counted
+    larger = spec.size + (spec.size_multiple if spec.size_multiple > 1 else 32)
+    assert model_cost(name, size=larger) == count_cost(name, size=larger)
+    assert model_cost(name, size=larger).flops > counted.flops
+    assert model_cost(name, batch=2).flops == count_cost(name, batch=2).flops
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import build_model, count_params
+from .registry import build_args, build_model, count_params, get_spec
 
-__all__ = ["ModelCost", "model_cost"]
+__all__ = ["ModelCost", "model_cost", "count_cost"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,19 @@ class ModelCost:
 
 
 def model_cost(name: str, *, batch: int = 1, frames: int | None = None, size: int | None = None,
+               tiny: bool = False, num_classes: int | None = None) -> ModelCost:
+    """Parameters and forward FLOPs of a zoo model: the spec's recorded figures at its paper shape (one clip, 400
+    classes), otherwise `count_cost`."""
+    args = build_args(name, tiny=tiny, frames=frames, size=size, num_classes=num_classes)
+    spec = get_spec(name)
+    paper_shape = (not tiny and batch == 1 and args["num_classes"] == 400 and args["frames"] == spec.frames
+                   and args["size"] == spec.size)
+    if paper_shape and spec.params is not None and spec.flops is not None:
+        return ModelCost(spec.params, spec.flops, (1, 3, spec.frames, spec.size, spec.size))
+    return count_cost(name, batch=batch, frames=frames, size=size, tiny=tiny, num_classes=num_classes)
+
+
+def count_cost(name: str, *, batch: int = 1, frames: int | None = None, size: int | None = None,
                tiny: bool = False, num_classes: int | None = None) -> ModelCost:
     """Count parameters and forward FLOPs of a zoo model on meta tensors (fractions of a second per model)."""
     with torch.device("meta"):

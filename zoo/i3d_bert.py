@@ -121,6 +121,7 @@ class I3DBert(VideoClassifier):
 register_model(
     ModelSpec(
         name="i3d-bert", paper_name="I3D-BERT", category="composite transformer", paper_params_m=50.6,
+        params=50_592_976, flops=132_211_066_880,
         version="fully-inflated I3D ResNet-50 + one BERT layer (d 512, 8 heads) over T/2 tokens",
         source="artest08/LateTemporalModeling3DCNN", min_frames=2, frame_multiple=2,
         aliases=("i3d-r50-bert",),

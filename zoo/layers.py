@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +28,7 @@ __all__ = [
     "make_divisible",
     "cpu_table",
     "create_trunk",
+    "drop_path_layer",
     "Attention",
     "Mlp",
     "TransformerEncoderLayer",
@@ -63,7 +63,18 @@ def cpu_table(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
 
 def create_trunk(timm_name: str, **kwargs) -> nn.Module:
     """A randomly initialised timm image model without its classifier (``num_classes=0``: pooled features)."""
+    import timm  # about 1.5 s (it imports torchvision's model zoo): only for the models that have a timm trunk
+
     return timm.create_model(timm_name, pretrained=False, num_classes=0, **kwargs)
+
+
+def drop_path_layer(rate: float) -> nn.Module:
+    """Stochastic depth on a residual branch at ``rate`` (timm's ``DropPath``); identity when ``rate`` is 0."""
+    if rate <= 0:
+        return nn.Identity()
+    from timm.layers import DropPath
+
+    return DropPath(rate)
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,7 @@ _SOURCE = "Atze00/MoViNet-pytorch (Base: causal=False, conv_type='3d', tf_like=F
 register_model(
     ModelSpec(
         name="movinet-a0", paper_name="MoViNet-A0", category="baseline", paper_params_m=2.7,
+        params=2_701_999, flops=2_438_833_920,
         version="MoViNet-A0 Base (non-causal, 3-D conv)", source=_SOURCE,
         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), min_size=57, size_multiple=1,
     ),
@@ -256,6 +257,7 @@ register_model(
 register_model(
     ModelSpec(
         name="movinet-a2", paper_name="MoViNet-A2", category="baseline", paper_params_m=4.8,
+        params=4_839_762, flops=7_401_291_264,
         version="MoViNet-A2 Base (non-causal, 3-D conv)", source=_SOURCE,
         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), min_size=33, size_multiple=1,
     ),

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
 from torch import nn
 
-from .layers import Mlp, VideoClassifier
+from .layers import Mlp, VideoClassifier, drop_path_layer
 from .registry import register_model
 from .spec import KINETICS_MEAN, KINETICS_STD, ModelSpec
 
@@ -151,7 +150,7 @@ class MultiscaleBlock(nn.Module):
         if setting.stride_q:
             kernel = tuple(s + 1 if s > 1 else s for s in setting.stride_q)
             self.pool_skip = nn.MaxPool3d(kernel, setting.stride_q, tuple(k // 2 for k in kernel))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_layer(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.norm_eps)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), dim_out)
         self.proj = nn.Linear(dim, dim_out) if dim != dim_out else None
@@ -243,6 +242,7 @@ MVIT_TINY = MvitConfig(embed_dim=16, depth=4, stage_starts=(1, 3), kv_stride=(1,
 register_model(
     ModelSpec(
         name="mvit-s", paper_name="MViT-S", category="attention-only", paper_params_m=26.1,
+        params=26_038_032, flops=50_682_147_328,
         version="MViT v1 small 16x4 (reconstructed: 128-256-512 wide, 1-2-4 heads, 3x8x8 patches)",
         source="torchvision MViT with a custom block_setting; makecent/ProgPreTrain small_16x4",
         mean=KINETICS_MEAN, std=KINETICS_STD, min_frames=2, frame_multiple=2, min_size=32, size_multiple=8,

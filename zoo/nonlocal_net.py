@@ -99,6 +99,7 @@ class NonLocalResNet(FrameAveragedClassifier):
 register_model(
     ModelSpec(
         name="nl-r50", paper_name="NL-R50", category="stand-alone attention", paper_params_m=31.7,
+        params=31_686_096, flops=292_251_238_400,
         version="ResNet-50 + 5 embedded-Gaussian non-local blocks (res3 x2, res4 x3)",
         source="mit-han-lab/temporal-shift-module ops/non_local.py; mmaction2 TSM-R50-NL",
         aliases=("nl-resnet50", "nonlocal-r50"),

@@ -30,6 +30,7 @@ from .spec import CATEGORIES, ModelSpec
 __all__ = [
     "register_model",
     "create_model",
+    "build_args",
     "list_models",
     "get_spec",
     "resolve_name",
@@ -99,11 +100,15 @@ def get_config(name: str, tiny: bool = False) -> Any:
     return entry.tiny if tiny else entry.full
 
 
-def build_model(name: str, *, tiny: bool = False, num_classes: int | None = None, frames: int | None = None,
-                size: int | None = None) -> nn.Module:
-    """Construct a model with whatever initialisation its layers have (no seeding); works on the meta device."""
-    entry = _REGISTRY[resolve_name(name)]
-    spec = entry.spec
+def build_args(name: str, *, tiny: bool = False, num_classes: int | None = None, frames: int | None = None,
+               size: int | None = None) -> dict[str, Any]:
+    """The arguments a model is built with (``name``, ``tiny``, ``num_classes``, ``frames``, ``size``), defaults
+    filled in and checked against the model's input contract, without constructing anything.
+
+    Raises:
+        UnknownModelError, InvalidShapeError: an unknown name, or a shape or width the model cannot take.
+    """
+    spec = _REGISTRY[resolve_name(name)].spec
     num_classes = (TINY_CLASSES if tiny else 400) if num_classes is None else num_classes
     frames = (TINY_FRAMES if tiny else spec.frames) if frames is None else frames
     size = (TINY_SIZE if tiny else spec.size) if size is None else size
@@ -112,9 +117,18 @@ def build_model(name: str, *, tiny: bool = False, num_classes: int | None = None
     problem = spec.check_shape(frames, size)
     if problem:
         raise InvalidShapeError(problem)
-    model = entry.model_cls(entry.tiny if tiny else entry.full, num_classes=num_classes, frames=frames, size=size)
-    model.spec = spec
-    model.build_args = {"name": spec.name, "tiny": tiny, "num_classes": num_classes, "frames": frames, "size": size}
+    return {"name": spec.name, "tiny": tiny, "num_classes": num_classes, "frames": frames, "size": size}
+
+
+def build_model(name: str, *, tiny: bool = False, num_classes: int | None = None, frames: int | None = None,
+                size: int | None = None) -> nn.Module:
+    """Construct a model with whatever initialisation its layers have (no seeding); works on the meta device."""
+    args = build_args(name, tiny=tiny, num_classes=num_classes, frames=frames, size=size)
+    entry = _REGISTRY[args["name"]]
+    model = entry.model_cls(entry.tiny if tiny else entry.full, num_classes=args["num_classes"],
+                            frames=args["frames"], size=args["size"])
+    model.spec = entry.spec
+    model.build_args = args
     return model
 
 

@@ -24,6 +24,10 @@ class ModelSpec:
         paper_name: the name the paper prints, e.g. ``MViT-S``.
         category: one of `CATEGORIES`.
         paper_params_m: parameter count in millions at 400 classes, from the paper's Table 4.
+        params: this implementation's parameter count at 400 classes, and ``flops`` its forward FLOPs (2 per
+            multiply-accumulate) for one clip at ``frames`` x ``size``: counted by `vcompile.zoo.flops.count_cost`
+            and kept here as data (as torchvision keeps its weights' metadata), so that listing the zoo builds
+            nothing. A test keeps both equal to counting.
         version: which version of the model this is, in a few words (the paper's Table 1).
         source: the reference implementation its configuration follows.
         frames: clip length of the paper's protocol.
@@ -45,6 +49,8 @@ class ModelSpec:
     paper_params_m: float
     version: str
     source: str
+    params: int | None = None
+    flops: int | None = None
     frames: int = 16
     size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN

@@ -22,10 +22,9 @@ from functools import cached_property
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
 from torch import nn
 
-from .layers import Mlp, VideoClassifier, cpu_table
+from .layers import Mlp, VideoClassifier, cpu_table, drop_path_layer
 from .registry import register_model
 from .spec import ModelSpec
 
@@ -218,7 +217,7 @@ class SwinBlock3d(nn.Module):
         self.attn = WindowAttention3d(dim, heads, layout, qkv_bias=qkv_bias, tables=tables)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_layer(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x)))
@@ -346,6 +345,7 @@ SWIN_TINY_TEST = SwinConfig(dim=16, depths=(2, 2, 2, 1), heads=(1, 2, 4, 8))
 register_model(
     ModelSpec(
         name="swin-t", paper_name="Swin-T", category="attention-only", paper_params_m=28.0,
+        params=28_158_070, flops=87_764_459_520,
         version="Video Swin Transformer Tiny: patch 2x4x4, window 8x7x7, depths 2-2-6-2 (torchvision swin3d_t)",
         source="SwinTransformer/Video-Swin-Transformer; torchvision swin3d_t",
         min_frames=2, frame_multiple=2, min_size=32, size_multiple=32,

@@ -15,14 +15,17 @@ as the reference's ``n_segment``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from timm.models.res2net import Bottle2neck
 from torch import nn
 
 from .layers import TINY_TRUNKS, FrameAveragedClassifier, TrunkConfig, batch_to_frames, cpu_table
 from .registry import register_model
 from .spec import ModelSpec
+
+if TYPE_CHECKING:  # timm loads only when a model builds its trunk
+    from timm.models.res2net import Bottle2neck
 
 __all__ = ["TeaConfig", "TEA", "TeaBottleneck", "MotionExcitation", "TemporalConv", "temporal_conv_init"]
 
@@ -157,6 +160,7 @@ class TEA(FrameAveragedClassifier):
 register_model(
     ModelSpec(
         name="tea-r50", paper_name="TEA-R50", category="stand-alone attention", paper_params_m=24.9,
+        params=24_919_354, flops=137_867_351_040,
         version="Res2Net-50 26w4s + motion excitation and multiple temporal aggregation in every block",
         source="Phoenix1327/tea-action-recognition", min_frames=2, aliases=("tea", "tea-res2net50"),
     ),

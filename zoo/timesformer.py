@@ -17,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from timm.layers import DropPath
 from torch import nn
 
-from .layers import Attention, Mlp, VideoClassifier, frames_to_batch
+from .layers import Attention, Mlp, VideoClassifier, drop_path_layer, frames_to_batch
 from .registry import register_model
 from .spec import ModelSpec
 
@@ -67,7 +66,7 @@ class DividedSpaceTimeBlock(nn.Module):
         self.attn = Attention(dim, heads, qkv_bias=qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_hidden)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_layer(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, n, d = self.frames, self.patches, x.shape[-1]
@@ -135,6 +134,7 @@ class TimeSformer(VideoClassifier):
 register_model(
     ModelSpec(
         name="timesformer", paper_name="TimeSformer", category="attention-only", paper_params_m=121.0,
+        params=121_572_496, flops=784_132_104_192,
         version="TimeSformer-Base, ViT-B/16 with divided space-time attention",
         source="facebookresearch/TimeSformer", min_size=16, size_multiple=16,
         aliases=("timesformer-b", "timesformer-divst"),

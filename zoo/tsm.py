@@ -73,6 +73,7 @@ class TSM(FrameAveragedClassifier):
 register_model(
     ModelSpec(
         name="tsm-r50", paper_name="TSM-R50", category="baseline", paper_params_m=24.3,
+        params=24_327_632, flops=130_814_574_592,
         version="ResNet-50 + temporal shift modules (residual shift, 1/8 each way)",
         source="mit-han-lab/temporal-shift-module", aliases=("tsm", "tsm-resnet50"),
     ),

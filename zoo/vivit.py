@@ -53,6 +53,7 @@ class ViViTFactorisedEncoder(VideoClassifier):
 register_model(
     ModelSpec(
         name="vivit-fe", paper_name="ViViT-FE", category="attention-only", paper_params_m=25.4,
+        params=25_376_272, flops=147_273_464_832,
         version="factorised encoder: DeiT-S per frame (16x16 2-D patches) + 2-layer temporal encoder",
         source="google-research/scenic (projects/vivit); spatial encoder timm deit_small_patch16_224",
         min_size=16, size_multiple=16, aliases=("vivit", "vivit-factorised-encoder", "vivit-factorized-encoder"),

@@ -61,6 +61,7 @@ _VTN_SOURCE = "bomri/SlowFast (official VTN); lightweight head inferred from the
 register_model(
     ModelSpec(
         name="vtn-r50", paper_name="VTN-R50", category="composite transformer", paper_params_m=26.5,
+        params=26_509_776, flops=130_886_446_080,
         version="ResNet-50 per frame + 3 temporal transformer layers (d 256)", source=_VTN_SOURCE,
     ),
     VTN, full=VtnConfig(), tiny=VtnConfig(trunk=TINY_TRUNKS["resnet50"], **_TINY_HEAD),
@@ -68,6 +69,7 @@ register_model(
 register_model(
     ModelSpec(
         name="vtn-eff", paper_name="VTN-EFF", category="composite transformer", paper_params_m=6.8,
+        params=6_812_684, flops=12_396_906_496,
         version="EfficientNet-B0 per frame + 3 temporal transformer layers (d 256)", source=_VTN_SOURCE,
         aliases=("vtn-effnet", "vtn-efficientnet"),
     ),

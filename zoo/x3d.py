@@ -167,6 +167,7 @@ X3D_TINY = X3dConfig(stem_width=8, widths=(8, 16, 24, 32), depths=(2, 1, 1, 1), 
 register_model(
     ModelSpec(
         name="x3d-xs", paper_name="X3D-XS", category="baseline", paper_params_m=3.8,
+        params=3_794_274, flops=9_464_937_472,
         version="X3D-XS (width 2.0, depth 2.2, bottleneck 2.25); at 16x224 its compute is X3D-M's",
         source="facebookresearch/pytorchvideo (create_x3d, hub x3d_xs)",
         mean=KINETICS_MEAN, std=KINETICS_STD, min_size=32, size_multiple=1, aliases=("x3d",),

@@ -23,3 +23,16 @@ def artifacts(tmp_path_factory):
     shared = tmp_path_factory.getbasetemp().parent / "artifacts"  # the workers' base folders share this parent
     shared.mkdir(exist_ok=True)
     return shared
+
+
+# Files whose tests lower models or start many CLI processes: they run first, so that pytest-xdist's workers finish
+# on short tests and neither waits long for the other at the end.
+SLOWEST_FILES = ("test_target_executorch.py", "test_cli.py", "test_parity.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: the order within a file is kept

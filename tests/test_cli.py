@@ -221,11 +221,11 @@ def test_bench_runs_where_os_has_no_sched_getaffinity(tmp_path):
     assert record["threads"] == os.cpu_count() and record["env"]["cpu"]["usable_cores"] == os.cpu_count()
 
 
-def test_build_explain_lists_what_each_target_leaves_unaccelerated(cli, tmp_path):
+def test_build_explain_lists_what_each_target_leaves_unaccelerated(cli, artifacts):
     pytest.importorskip("executorch.exir", reason="the executorch target needs executorch (vcompile[mobile])")
     pytest.importorskip("coremltools", reason="the coreml target needs coremltools (vcompile[coreml])")
     result = cli("build", "-m", "x3d-xs", "-t", "executorch,coreml", "--tiny", "--explain", "--format", "json",
-                 "--out", str(tmp_path))
+                 "--out", str(artifacts))
     assert result.returncode == 0, result.stderr
     cells = {c["target"]: c for c in json.loads(result.stdout)}
     et, coreml = cells["executorch"]["explain"], cells["coreml"]["explain"]
@@ -234,6 +234,6 @@ def test_build_explain_lists_what_each_target_leaves_unaccelerated(cli, tmp_path
 
     if sys.platform != "darwin":  # Core ML decides placement on the device; off macOS it is not known
         assert coreml["accelerated_share"] is None and "macOS 14.4" in coreml["note"]
-    table = cli("build", "-m", "x3d-xs", "-t", "executorch", "--tiny", "--explain", "--out", str(tmp_path))
+    table = cli("build", "-m", "x3d-xs", "-t", "executorch", "--tiny", "--explain", "--out", str(artifacts))
     assert "x3d-xs -> executorch: 100.0% of the model in XNNPACK; nothing runs outside it" in table.stdout
     assert "cached" in table.stdout and "cpuinfo" not in table.stderr

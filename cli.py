@@ -394,15 +394,18 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
               help="Artifact cache folder.")
 @click.option("--out", type=click.Path(dir_okay=False), default="artifacts/results.jsonl", show_default=True,
               help="Results file (JSON lines, appended).")
-@click.option("--resume", is_flag=True, help="Skip cases already in --out with the same settings.")
+@click.option("--resume", is_flag=True, help="Skip cases already measured in --out with the same settings.")
+@click.option("--resume-failed", type=click.Choice(["yes", "no"]), default="yes", show_default=True,
+              help="With --resume, run again the cases whose last record is not ok (crashed, timeout, oom, error).")
 def bench(models: str, runtimes: str, modes: str, device: str, precision: str | None, batch: int | None,
           warmup: int, iters: int, budget_s: float | None, timeout_s: float, threads: int | None, processes: int,
-          tiny: bool, seed: int, artifacts: str, out: str, resume: bool) -> None:
+          tiny: bool, seed: int, artifacts: str, out: str, resume: bool, resume_failed: str) -> None:
     """Measure latency and peak memory with the paper's protocol.
 
     Each case (model x runtime x mode) runs in its own process with a timeout, so a crash, a hang or an
     out-of-memory is recorded (status crashed, timeout, oom) and the sweep goes on. Records are appended to
-    --out and flushed one by one; --resume skips what is already measured. Defaults follow the paper: 10 warm-up
+    --out and flushed one by one, only ever to a vcompile results file; --resume skips what is already measured
+    (and runs again what failed). Defaults follow the paper: 10 warm-up
     and 100 timed runs, mean reported with the median beside it.
 
     \b
@@ -449,8 +452,8 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
             failures += record.status != "ok"
             console.print(_record_line(record))
 
-        records, skipped = run_sweep(cases, out_path, resume=resume, timeout_s=timeout_s, on_start=on_start,
-                                     on_phase=on_phase, on_record=on_record)
+        records, skipped = run_sweep(cases, out_path, resume=resume, resume_failed=resume_failed == "yes",
+                                     timeout_s=timeout_s, on_start=on_start, on_phase=on_phase, on_record=on_record)
     if skipped:
         console.print(f"resumed: {skipped} case(s) already in {out_path} were skipped")
     console.print(f"{len(records)} record(s) appended to {out_path}; {failures} not ok")

@@ -7,9 +7,14 @@ its phase on stderr (``PHASE name done total``) and its record as the last stdou
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import os
 import resource
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -145,10 +150,27 @@ def run_case(case: CaseSpec):
         record.status, record.message = "error", str(err)
     except Exception as err:  # noqa: BLE001 - any failure of a runtime is a result, recorded in one line
         text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        record.status, record.message = "error", f"{type(err).__name__}: {text}"
+        oom = is_out_of_memory(err)  # an allocator's failure (onnxruntime, ExecuTorch, torch's CPU allocator)
+        record.status = "oom" if oom else "error"
+        record.message = f"{'out of memory: ' if oom else ''}{type(err).__name__}: {text}"
     record.peak_host_mb = _peak_host_mb()
     record.wall_s = round(time.perf_counter() - started, 2)
     return record
+
+
+# How allocators word a failed allocation when they raise something other than MemoryError: torch's CPU allocator
+# ("DefaultCPUAllocator: can't allocate memory"), onnxruntime ("Failed to allocate memory"), C++ std::bad_alloc,
+# CUDA and cuDNN ("out of memory", "CUDNN_STATUS_ALLOC_FAILED"), ExecuTorch's MemoryAllocationFailed error.
+_OOM_WORDS = ("can't allocate memory", "cannot allocate memory", "failed to allocate memory", "bad_alloc",
+              "out of memory", "alloc_failed", "memoryallocationfailed", "not enough memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether an exception reports a failed memory allocation (so the case's status is ``oom``, not ``error``)."""
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err).lower().replace("\u2019", "'")
+    return any(word in text for word in _OOM_WORDS)
 
 
 class _Unsupported(Exception):
@@ -199,8 +221,35 @@ def _build_artifact(case: CaseSpec, precision: str, batch: int):
     return artifact, runs_in
 
 
+PARENT_ENV = "VCOMPILE_SWEEP_PID"  # set by the sweep to its own pid: the case process dies with it
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """End this case process when the sweep that started it dies (killed included), so that no orphan goes on
+    building into the cache or holding the CPU that the next measurement needs. On Linux the kernel does it
+    (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere a daemon thread polls the parent id twice a second."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not parent.isdigit():
+        return
+    parent_pid = int(parent)
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if libc_name and ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+        if os.getppid() != parent_pid:  # the sweep died before the request took effect
+            os._exit(1)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="vcompile-parent-watch").start()
+
+
 def main() -> None:
     """Child entry point: read a CaseSpec as JSON on stdin, print ``RECORD {...}`` on stdout."""
+    die_with_parent()
     case = CaseSpec(**json.loads(sys.stdin.read()))
     record = run_case(case)
     sys.stdout.write("RECORD " + record.to_json() + "\n")

@@ -11,7 +11,12 @@ from typing import Any
 
 from ..errors import VcompileError
 
-__all__ = ["SCHEMA", "LatencyStats", "Record", "append_record", "read_records"]
+try:
+    import fcntl
+except ImportError:  # Windows: appends are not locked across processes
+    fcntl = None
+
+__all__ = ["SCHEMA", "LatencyStats", "Record", "append_record", "check_results_file", "read_records"]
 
 SCHEMA = "vcompile.bench/1"
 
@@ -107,48 +112,116 @@ class Record:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cut an unfinished last line (a writer killed mid-record) so the next record starts on its own line."""
-    if not path.is_file() or path.stat().st_size == 0:
+_FIRST_LINE_BYTES = 1 << 20
+
+
+def _is_record_line(line: bytes, last: bool) -> bool:
+    """Whether ``line`` is a vcompile record or, if it is the last line, one torn by a writer killed mid-record
+    (a JSON object cut short that names a record's first field or the schema)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return last and line.startswith(b'{"') and (b'"model": "' in line or b'"vcompile.bench/' in line)
+    return isinstance(data, dict) and str(data.get("schema", "")).startswith("vcompile.bench/")
+
+
+def _not_a_results_file(path: Path) -> str | None:
+    """Why vcompile must not append to ``path``, or None: it may if it is missing, empty, or a results file."""
+    if path.exists() and not path.is_file():
+        return f"{path} is not a regular file"
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(_FIRST_LINE_BYTES)
+    line, newline, _ = head.partition(b"\n")
+    if not _is_record_line(line.strip(), last=not newline):
+        return f"{path} is not a vcompile results file (its first line is not a vcompile record)"
+    return None
+
+
+def check_results_file(path: Path) -> None:
+    """Refuse, before any work starts, a results path vcompile must not write: a file that is not a vcompile
+    results file (it is never changed), or a place where no file can be written.
+
+    Raises:
+        VcompileError: one line that names the file and says what to do instead.
+    """
+    path = Path(path)
+    problem = _not_a_results_file(path)
+    if problem:
+        raise VcompileError(f"refusing to append results to {problem}; give a new .jsonl file or an earlier "
+                            "vcompile results file as --out")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VcompileError(f"cannot write results to {path} ({err.strerror}); choose a writable --out") from None
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise VcompileError(f"cannot write results to {path} (permission denied); choose a writable --out")
+
+
+def _repair_torn_tail(fd: int, path: Path) -> None:
+    """Cut an unfinished last line (a writer killed mid-record), after saving it aside in ``<file>.torn``, so
+    that the next record starts on its own line. Called with the file locked."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return
-    with open(path, "rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
-            return
-        size = handle.seek(0, os.SEEK_END)
-        start = max(0, size - (1 << 20))
-        handle.seek(start)
-        tail = handle.read()
-        cut = tail.rfind(b"\n")
-        handle.truncate(start + cut + 1 if cut >= 0 else start)
+    start = max(0, size - _FIRST_LINE_BYTES)
+    tail = os.pread(fd, size - start, start)
+    cut = tail.rfind(b"\n")
+    keep = start + cut + 1 if cut >= 0 else start
+    with open(path.with_name(path.name + ".torn"), "ab") as aside:
+        aside.write(tail[cut + 1:] + b"\n")
+    os.ftruncate(fd, keep)
 
 
 def append_record(path: Path, record: Record) -> None:
-    """Append one record as a JSON line and flush it to disk, so a crash loses nothing already measured."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _drop_torn_tail(path)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(record.to_json() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one record as one JSON line and flush it to disk, so a crash loses nothing already measured.
+
+    Only to a vcompile results file (or a new or empty one): anything else is refused unchanged. The line is
+    written with one ``write`` under an exclusive lock on the file, so processes appending to the same file at once
+    (two sweeps) never lose or interleave records.
+    """
+    path = Path(path)
+    check_results_file(path)
+    line = (record.to_json() + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        problem = _not_a_results_file(path)  # again under the lock: another process may have written meanwhile
+        if problem:
+            raise VcompileError(f"refusing to append results to {problem}")
+        _repair_torn_tail(fd, path)
+        written = 0
+        while written < len(line):
+            written += os.write(fd, line[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_records(path: Path) -> list[Record]:
     """Read a results file; a torn last line (a sweep killed mid-write) is ignored, other bad lines are errors."""
+    path = Path(path)
     if not path.is_file():
-        raise VcompileError(f"results file not found: {path}")
+        raise VcompileError(f"results file not found: {path}" if not path.exists() else
+                            f"{path} is not a results file (it is a folder or a device)")
     records = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+    lines = path.read_bytes().splitlines()
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
             continue
         try:
-            data = json.loads(line)
-        except ValueError:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
             if number == len(lines):
-                break
+                break  # torn by a writer killed mid-record
             raise VcompileError(f"{path}:{number} is not a JSON record; is this a vcompile results file?") from None
         if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("vcompile.bench/"):
             raise VcompileError(f"{path}:{number} is not a vcompile bench record (no 'schema' field)")
-        records.append(Record.from_dict(data))
+        try:
+            records.append(Record.from_dict(data))
+        except TypeError as err:
+            raise VcompileError(f"{path}:{number} is a vcompile record with fields missing ({err})") from None
     return records

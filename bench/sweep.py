@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..runtimes import RUNTIMES
-from .case import MODES, CaseSpec, resolve_precision
+from .case import MODES, PARENT_ENV, CaseSpec, resolve_precision
 from .environment import environment
-from .records import Record, append_record, read_records
+from .records import Record, append_record, check_results_file, read_records
 
 __all__ = ["plan_cases", "run_case_isolated", "run_sweep", "DEFAULT_TIMEOUT_S"]
 
@@ -34,6 +34,32 @@ def plan_cases(models: Iterable[str], runtimes: Iterable[str], modes: Iterable[s
     """Every (model, runtime, mode) that the protocol defines, models outermost (one model's artifacts at a time)."""
     return [replace(base, model=model, runtime=runtime, mode=mode)
             for model in models for mode in modes for runtime in runtimes if runtime in MODES[mode].runtimes]
+
+
+def _oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this process's memory cgroup, or None where that
+    cannot be read: the only sign that a SIGKILL was an out-of-memory kill. Reads cgroup v2's ``memory.events`` or
+    v1's ``memory.oom_control`` (the ``oom_kill`` line), at the cgroup's path or at the root a container sees."""
+    try:
+        entries = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
+    except OSError:
+        return None
+    root = Path("/sys/fs/cgroup")
+    candidates = []
+    for _, controllers, path in (e for e in entries if len(e) == 3):
+        if controllers == "":  # cgroup v2
+            candidates += [root / path.lstrip("/") / "memory.events", root / "memory.events"]
+        elif "memory" in controllers.split(","):
+            candidates += [root / "memory" / path.lstrip("/") / "memory.oom_control",
+                           root / "memory" / "memory.oom_control"]
+    for candidate in candidates:
+        try:
+            counts = dict(line.split() for line in candidate.read_text().splitlines() if len(line.split()) == 2)
+        except OSError:
+            continue
+        if counts.get("oom_kill", "").isdigit():
+            return int(counts["oom_kill"])
+    return None
 
 
 def _skeleton(case: CaseSpec, status: str, message: str, wall_s: float) -> Record:
@@ -52,8 +78,9 @@ def run_case_isolated(case: CaseSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
                       on_phase: Callable[[str, int, int], None] | None = None) -> Record:
     """Run one case in a fresh Python process; its death or hang becomes the record's status."""
     started = time.perf_counter()
-    proc = subprocess.Popen(CASE_COMMAND, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    oom_kills = _oom_kills()
+    proc = subprocess.Popen(CASE_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env={**os.environ, PARENT_ENV: str(os.getpid())})
     last_lines: list[str] = []
 
     def pump_stderr() -> None:
@@ -89,9 +116,11 @@ def run_case_isolated(case: CaseSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
     wall = time.perf_counter() - started
     if proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
-        status = "oom" if sig == "SIGKILL" else "crashed"
-        hint = " (killed: likely out of memory)" if sig == "SIGKILL" else ""
-        return _skeleton(case, status, f"the case process died with {sig}{hint}", wall)
+        after = _oom_kills()
+        if sig == "SIGKILL" and oom_kills is not None and after is not None and after > oom_kills:
+            return _skeleton(case, "oom", "the case process was killed by the kernel's out-of-memory killer "
+                                          f"(oom_kill count of this cgroup: {oom_kills} -> {after})", wall)
+        return _skeleton(case, "crashed", f"the case process died with {sig}", wall)
     detail = next((ln for ln in reversed(last_lines) if ln.strip()), "no output")
     return _skeleton(case, "crashed", f"the case process exited with status {proc.returncode}: {detail[:300]}", wall)
 
@@ -122,18 +151,23 @@ def _measure(case: CaseSpec, timeout_s: float, on_phase: Callable[[str, int, int
     return merged
 
 
-def run_sweep(cases: list[CaseSpec], out: Path, *, resume: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S,
+def run_sweep(cases: list[CaseSpec], out: Path, *, resume: bool = False, resume_failed: bool = True,
+              timeout_s: float = DEFAULT_TIMEOUT_S,
               on_start: Callable[[int, CaseSpec], None] | None = None,
               on_phase: Callable[[str, int, int], None] | None = None,
               on_record: Callable[[Record], None] | None = None) -> tuple[list[Record], int]:
     """Run ``cases`` one by one, appending each record to ``out`` as soon as it exists.
 
-    Returns the new records and how many cases were skipped because ``out`` already had them (``resume``).
-    Without ``resume`` an existing file is appended to, never overwritten.
+    Returns the new records and how many cases were skipped because ``out`` already had them (``resume``): a case
+    is skipped when its last record there is ``ok``, or has any status when ``resume_failed`` is False. Without
+    ``resume`` an existing file is appended to, never overwritten; a file that is not a vcompile results file, or
+    cannot be written, is refused before any case runs.
     """
-    done = set()
+    check_results_file(out)
+    last_status: dict[str, str] = {}
     if resume and out.exists():
-        done = {r.settings_key for r in read_records(out)}
+        last_status = {r.settings_key: r.status for r in read_records(out)}  # later records win
+    done = {key for key, status in last_status.items() if status == "ok" or not resume_failed}
     todo = [c for c in cases if c.settings_key() not in done]
     records = []
     for index, case in enumerate(todo):

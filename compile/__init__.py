@@ -213,6 +213,8 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         manifest = read_manifest(folder)
         if manifest and not force:
             problem = verify_artifact(folder, manifest)
+            if problem is None and not all(isinstance(manifest.get(k), dict) for k in ("info", "parity", "options")):
+                problem = "the manifest is malformed"
             if problem is None:
                 if explain and "explain" in manifest["info"]:
                     explain(spec.name, tgt.name, manifest["info"]["explain"])
@@ -252,6 +254,9 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
             first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
             raise BuildError(f"{tgt.name} build of {spec.name} failed at '{stage}': "
                              f"{type(err).__name__}: {first}") from err
+        except BaseException:  # interrupted (Ctrl-C): leave no staging folder behind
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         manifest.update({
             "files": describe_files(staging, result.files), "stages": ctx.stages,
             "build_seconds": round(time.perf_counter() - started, 3), "info": result.info, "parity": parity,

@@ -6,9 +6,9 @@ input shape and batch, the precision, the target and its compiler versions, the 
 onnxsim, and the source code of the zoo and of the target's module. A manifest records those inputs, each
 file's SHA-256 and size, the time of each build stage and the target's own facts.
 
-Integrity: a cache hit compares each file's size and modification time with the manifest and re-hashes any
-file whose size or time changed (so a truncated or rewritten artifact is found by its hash and rebuilt);
-``verify_artifact(..., full=True)`` re-hashes everything.
+Integrity: a cache hit re-hashes every file and compares it with the manifest, so a truncated, rewritten or
+corrupted-in-place artifact is found and rebuilt; a manifest that names a file outside its folder, or whose file
+list is malformed, makes the artifact invalid too.
 """
 
 from __future__ import annotations
@@ -102,16 +102,38 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
-def verify_artifact(folder: Path, manifest: dict[str, Any], full: bool = False) -> str | None:
-    """Why the files in ``folder`` no longer match ``manifest``, or None if they do."""
-    for role, entry in manifest.get("files", {}).items():
+def _plain_name(folder: Path, name: Any) -> bool:
+    """Whether a manifest's file name names a file inside ``folder``: one path component, no ``..``, not absolute,
+    and not a symlink that leads out of the folder."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        return False
+    path = folder / name
+    return not path.is_symlink() or path.resolve().is_relative_to(folder.resolve())
+
+
+def verify_artifact(folder: Path, manifest: dict[str, Any], full: bool = True) -> str | None:
+    """Why the files in ``folder`` no longer match ``manifest``, or None if they do.
+
+    Every file is re-hashed (``full``, the default): a tensor corrupted in place keeps its size and can keep its
+    modification time, and an artifact is only served if it is byte for byte what was built. ``full=False`` trusts
+    an unchanged size and modification time (for listing a cache, never for running an artifact). A manifest whose
+    file list is malformed, or that names a file outside its folder, makes the artifact invalid (it is rebuilt).
+    """
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "the manifest lists no files"
+    for role, entry in files.items():
+        if not isinstance(entry, dict) or not {"name", "bytes", "sha256"} <= entry.keys():
+            return f"the manifest's entry for {role!r} is malformed"
+        if not _plain_name(folder, entry["name"]):
+            return f"the manifest names {entry['name']!r}, which is not a file inside the artifact's folder"
         path = folder / entry["name"]
         if not path.exists():
             return f"{entry['name']} is missing"
         current = describe_files(folder, {role: entry["name"]})[role] if (full or entry.get("dir")) else None
         if current is None:
             stat = path.stat()
-            if stat.st_size == entry["bytes"] and stat.st_mtime_ns == entry["mtime_ns"]:
+            if stat.st_size == entry["bytes"] and stat.st_mtime_ns == entry.get("mtime_ns"):
                 continue
             current = {"sha256": file_sha256(path), "bytes": stat.st_size}
         if current["bytes"] != entry["bytes"]:

@@ -30,6 +30,8 @@ from rich.text import Text
 from . import __version__
 from .errors import VcompileError
 
+_MAX_SEED = 2**63 - 1  # vcompile.data.MAX_SEED, spelled here so that parsing options does not import torch
+
 FORMATS = click.Choice(["table", "json", "csv"], case_sensitive=False)
 
 
@@ -167,7 +169,8 @@ def _human_bytes(n: int | None) -> str:
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size built for.")
 @click.option("--frames", type=click.IntRange(min=1), default=None, help="Clip length [default: 16, tiny 4].")
 @click.option("--size", type=click.IntRange(min=1), default=None, help="Frame size [default: 224, tiny 64].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and inputs.")
+@click.option("--seed", type=click.IntRange(0, _MAX_SEED), default=0, show_default=True,
+              help="Seed of the random weights and inputs.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file to build.")
 @click.option("--tiny", is_flag=True, help="Build the tiny test variants (4 frames, 64 px, 10 classes).")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
@@ -292,7 +295,8 @@ def _status(console, message: str):
                    "torch (AMP when --precision is fp16/bf16).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option("--samples", type=click.IntRange(min=0), default=2, show_default=True, help="Seeded random clips.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights and the clips.")
+@click.option("--seed", type=click.IntRange(0, _MAX_SEED), default=0, show_default=True,
+              help="Seed of the weights and the clips.")
 @click.option("--video", "videos", multiple=True, type=click.Path(dir_okay=False),
               help="A video file to decode as one more input (16 evenly spaced frames); repeatable.")
 @click.option("--atol", type=float, default=None, help="Absolute tolerance [default by precision: fp32 1e-4].")
@@ -389,7 +393,8 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
               help="Time each case in this many fresh processes and merge them into one record (each process's "
                    "mean is kept): on machines where latency varies between processes, as on small VMs.")
 @click.option("--tiny", is_flag=True, help="Benchmark the tiny test variants (for smoke tests).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, _MAX_SEED), default=0, show_default=True,
+              help="Seed of the weights and the inputs.")
 @click.option("--artifacts", type=click.Path(file_okay=False), default="artifacts", show_default=True,
               help="Artifact cache folder.")
 @click.option("--out", type=click.Path(dir_okay=False), default="artifacts/results.jsonl", show_default=True,

@@ -28,7 +28,7 @@ from ..errors import VcompileError
 from ..runtimes import RUNTIMES, load
 from ..zoo import create_model, get_spec
 from ..zoo.flops import model_cost
-from .environment import environment
+from .environment import environment, usable_cores
 from .records import Record
 from .timing import time_runs
 from .train import TrainStep
@@ -153,6 +153,10 @@ def run_case(case: CaseSpec):
         oom = is_out_of_memory(err)  # an allocator's failure (onnxruntime, ExecuTorch, torch's CPU allocator)
         record.status = "oom" if oom else "error"
         record.message = f"{'out of memory: ' if oom else ''}{type(err).__name__}: {text}"
+    cores = usable_cores()
+    if case.threads and case.threads > cores:  # allowed, but the figure then measures threads sharing cores
+        note = f"{case.threads} threads on {cores} usable cores: threads share cores"
+        record.message = f"{record.message}; {note}" if record.message else note
     record.peak_host_mb = _peak_host_mb()
     record.wall_s = round(time.perf_counter() - started, 2)
     return record

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..compile import Artifact, BuildContext, BuildOptions, build, get_target
-from ..data import clip_set, load_clip
+from ..data import check_seed, clip_set, load_clip
 from ..errors import VcompileError
 from ..runtimes import RUNTIMES, load, resolve_runtime
 from ..zoo import create_model
@@ -120,7 +120,11 @@ def run_parity(model: str, runtimes: list[str], *, precision: str = "fp32", samp
     ``localize``, a failing onnxruntime row names the first PyTorch module whose output diverges; other runtimes
     report final outputs only.
     """
+    if samples < 1 and not videos:
+        raise VcompileError("nothing to compare: no seeded clips (--samples 0) and no --video; give --samples 1 or "
+                            "more, or a video file")
     options = replace(options or BuildOptions(), batch=1, precision=precision)
+    check_seed(seed)
     tol = tol or TOLERANCES[precision]
     log = log or (lambda message: None)
     reference_model = create_model(model, num_classes=options.num_classes, frames=options.frames,

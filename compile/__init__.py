@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import shutil
 import time
@@ -32,8 +33,8 @@ try:
 except ImportError:  # Windows: builds of one key are not serialised across processes
     fcntl = None
 
-from ..data import example_input
-from ..errors import VcompileError, WeightsError
+from ..data import check_seed, example_input
+from ..errors import InvalidShapeError, VcompileError, WeightsError
 from ..zoo import build_args, create_model, get_spec
 from .base import (
     PRECISIONS,
@@ -92,6 +93,19 @@ def resolve_targets(spec: str) -> list[str]:
 def get_target(name: str) -> Target:
     """The `Target` of a name or alias (importing its module; heavy packages load only when it builds)."""
     return importlib.import_module(f"{__name__}.{resolve_target(name)}").TARGET
+
+
+def _check_fits_in_memory(model: str, shape: tuple[int, ...]) -> None:
+    """Refuse up front an input that alone would need more memory than this machine has (a build traces it)."""
+    needed = 4 * math.prod(shape)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if needed > total:
+        raise InvalidShapeError(f"a {' x '.join(map(str, shape))} input to {model} needs {needed / 2**30:.1f} GiB, "
+                                f"more than this machine's {total / 2**30:.1f} GiB; choose a smaller batch, --frames "
+                                "or --size")
 
 
 def _weights_identity(weights: str | None) -> str | None:
@@ -188,6 +202,7 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         raise BuildError(f"{spec.name} cannot be built for {tgt.name}: {unsupported}")
     if options.batch < 1:
         raise VcompileError(f"batch must be at least 1, got {options.batch}")
+    check_seed(options.seed)
     reason = tgt.unavailable_reason()
     if reason:
         raise VcompileError(reason)
@@ -195,6 +210,7 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
     args = build_args(spec.name, tiny=options.tiny, num_classes=options.num_classes, frames=options.frames,
                       size=options.size)
     shape = (options.batch, 3, args["frames"], args["size"], args["size"])
+    _check_fits_in_memory(spec.name, shape)
 
     dependency = None
     if tgt.depends_on:

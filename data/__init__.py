@@ -6,7 +6,8 @@ clips here, so calibration and checking can never silently share a clip.
 
 from __future__ import annotations
 
-from .clips import CLIP_SETS, clip_set, example_input
+from .clips import CLIP_SETS, MAX_SEED, check_seed, clip_set, example_input
 from .video import Clip, VideoError, load_clip, sample_indices
 
-__all__ = ["CLIP_SETS", "clip_set", "example_input", "Clip", "VideoError", "load_clip", "sample_indices"]
+__all__ = ["CLIP_SETS", "MAX_SEED", "check_seed", "clip_set", "example_input", "Clip", "VideoError", "load_clip",
+           "sample_indices"]

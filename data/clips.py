@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["CLIP_SETS", "MAX_CLIPS", "example_input", "clip_set"]
+from ..errors import VcompileError
+
+__all__ = ["CLIP_SETS", "MAX_CLIPS", "MAX_SEED", "check_seed", "example_input", "clip_set"]
 
 # Offset of each named set's seeds from the build seed. ``trace`` is the example a build traces and checks on
 # (and its second batch); ``parity`` the clips `vcompile parity` compares on. Offsets are MAX_CLIPS apart or
 # more, so the sets are disjoint.
 CLIP_SETS = {"trace": 0, "parity": 1000, "calibration": 100_000, "held_apart": 200_000}
 MAX_CLIPS = 1000
+# Seeds go to torch's and numpy's generators (64-bit), plus the offsets above: 0 .. 2**63 - 1 fits every use.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if every generator vcompile seeds with it accepts it; else a `VcompileError` saying the range."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise VcompileError(f"seed {seed!r} is out of range; give an integer from 0 to {MAX_SEED}")
+    return seed
 
 
 def example_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

@@ -51,16 +51,43 @@ def sample_indices(total: int, frames: int, sampling: str = "uniform", seed: int
     raise VcompileError(f"unknown frame sampling {sampling!r}; choose uniform or segments")
 
 
-def _decode(path: Path) -> list[np.ndarray]:
+def _open(path: Path):
     try:
         import av
     except ImportError:
         raise MissingDependencyError("av", "video", "decoding video files") from None
+    return av
+
+
+def _frames(path: Path, wanted: set[int] | None) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode the first video stream of ``path`` once: how many frames it has, and the RGB frames at ``wanted``
+    (None: none, only count). Memory holds only the wanted frames, whatever the length of the video."""
+    av = _open(path)
+    kept: dict[int, np.ndarray] = {}
+    count = 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoError(f"{path} has no video stream")
-            return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+            for count, frame in enumerate(container.decode(video=0), 1):
+                if wanted is not None and count - 1 in wanted:
+                    kept[count - 1] = frame.to_ndarray(format="rgb24")
+    except VideoError:
+        raise
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
+        raise VideoError(f"cannot decode video stream 0 of {path} after {count} frames ({type(err).__name__}: "
+                         f"{err}); give a video file that ffmpeg can read (mp4, webm, avi, ...)") from None
+    return count, kept
+
+
+def _declared_frames(path: Path) -> int:
+    """The frame count the container declares for its first video stream (0 when it declares none)."""
+    av = _open(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path} has no video stream")
+            return max(0, int(container.streams.video[0].frames or 0))
     except VideoError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
@@ -68,21 +95,33 @@ def _decode(path: Path) -> list[np.ndarray]:
                          "give a video file that ffmpeg can read (mp4, webm, avi, ...)") from None
 
 
+def _sampled_frames(path: Path, frames: int, sampling: str, seed: int) -> tuple[int, list[int], list[np.ndarray]]:
+    """The sampled frames of ``path`` with bounded memory: pick the indices from the declared frame count and keep
+    only those while decoding; if the count the decoder finds differs (or none was declared), pick again from the
+    true count and decode once more."""
+    declared = _declared_frames(path)
+    total, kept = _frames(path, set(sample_indices(declared, frames, sampling, seed)) if declared else None)
+    if total == 0:
+        raise VideoError(f"{path} decoded to no frames; the file is empty or damaged")
+    indices = sample_indices(total, frames, sampling, seed)
+    if not set(indices) <= kept.keys():
+        total, kept = _frames(path, set(indices))
+    return total, indices, [kept[i] for i in indices]
+
+
 def load_clip(path: str | Path, frames: int, size: int, mean: tuple[float, ...], std: tuple[float, ...],
               sampling: str = "uniform", seed: int = 0) -> Clip:
-    """Decode ``path`` and return a normalised (1, 3, frames, size, size) float32 clip."""
+    """Decode ``path`` and return a normalised (1, 3, frames, size, size) float32 clip. Only the sampled frames are
+    kept while decoding, so memory does not grow with the length of the video."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"video file not found: {path}")
-    decoded = _decode(path)
-    if not decoded:
-        raise VideoError(f"{path} decoded to no frames; the file is empty or damaged")
-    indices = sample_indices(len(decoded), frames, sampling, seed)
+    total, indices, picked = _sampled_frames(path, frames, sampling, seed)
     notes = []
-    if len(decoded) < frames:
-        notes.append(f"{path.name} has {len(decoded)} frames, fewer than the clip's {frames}: frames repeat")
-    video = torch.from_numpy(np.stack([decoded[i] for i in indices])).permute(0, 3, 1, 2).float() / 255.0
+    if total < frames:
+        notes.append(f"{path.name} has {total} frames, fewer than the clip's {frames}: frames repeat")
+    video = torch.from_numpy(np.stack(picked)).permute(0, 3, 1, 2).float() / 255.0
     video = F.interpolate(video, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     video = (video - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    return Clip(video.permute(1, 0, 2, 3).unsqueeze(0).contiguous(), str(path), len(decoded), tuple(indices),
+    return Clip(video.permute(1, 0, 2, 3).unsqueeze(0).contiguous(), str(path), total, tuple(indices),
                 tuple(notes))

@@ -13,6 +13,7 @@ import base64
 import csv
 import html
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -146,17 +147,26 @@ def _read_items(path: Path, what: str, key: str, required: tuple[str, ...]) -> l
     return items
 
 
-def _load_records(result_files: list[Path]) -> dict[Path, list[Record]]:
+def _finite_latencies(record: Record) -> bool:
+    values = [record.mean_ms, record.median_ms, *record.latencies_ms]
+    return all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in values)
+
+
+def _load_records(result_files: list[Path]) -> tuple[dict[Path, list[Record]], int]:
+    """The records of each file, without ``ok`` records whose latencies are not finite numbers (NaN, infinity),
+    which no average may take in; and how many of those were skipped."""
     if not result_files:
         raise VcompileError("no results files given; pass the .jsonl files written by `vcompile bench`")
-    by_file = {path: read_records(path) for path in result_files}
+    read = {path: read_records(path) for path in result_files}
+    by_file = {path: [r for r in found if r.status != "ok" or _finite_latencies(r)] for path, found in read.items()}
+    skipped = sum(len(read[p]) - len(by_file[p]) for p in read)
     records = [r for found in by_file.values() for r in found]
     if not measured(records):
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in records).items())) or "empty"
         names = ", ".join(str(p) for p in result_files)
         raise VcompileError(f"no 'ok' records in {names} ({statuses}); nothing to report: measure with "
                             "`vcompile bench`")
-    return by_file
+    return by_file, skipped
 
 
 # ---------------------------------------------------------------------------------------------------- sections
@@ -411,7 +421,7 @@ def write_report(result_files: list[Path], out_dir: Path, build_grid: Path | Non
     Raises:
         VcompileError: no file given, a file unreadable or not vcompile's, or no ``ok`` record at all.
     """
-    by_file = _load_records([Path(p) for p in result_files])
+    by_file, non_finite = _load_records([Path(p) for p in result_files])
     records = [r for rs in by_file.values() for r in rs]
     cells = _read_items(Path(build_grid), "build grid", "cells", ("model", "target", "status")) if build_grid else []
     checks = [i for p in parity
@@ -427,6 +437,9 @@ def write_report(result_files: list[Path], out_dir: Path, build_grid: Path | Non
     doc.para(f"{len(records)} records from {len(by_file)} results file(s), {len(devices)} device(s): "
              + "; ".join(d.label for d in devices) + ". Latency is the mean over the timed runs ("
              + _runs_phrase(records) + ", unless a time budget stopped a case earlier: see the notes below).")
+    if non_finite:
+        doc.para(f"{non_finite} 'ok' record(s) with latencies that are not finite numbers (NaN or infinity) were "
+                 "skipped: no figure below includes them. Measure those cases again.")
     if any(r.tiny for r in records):
         doc.para("Series marked 'tiny variants' measured the test-size models (4 frames, 64 px, 10 classes): a "
                  "smoke test of the pipeline, not the paper's models; their figures say nothing about the paper's.")

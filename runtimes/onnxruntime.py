@@ -48,6 +48,7 @@ class OnnxRuntimeRunner(Runner):
         if wanted not in available:
             raise RunnerError(f"device {self.device} needs onnxruntime's {wanted}, but this onnxruntime "
                               f"{ort.__version__} has only {', '.join(available)}; {_GPU_FIX}")
+        ort.disable_telemetry_events()  # nothing written outside the folders the user named
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:

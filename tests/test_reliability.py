@@ -237,3 +237,79 @@ def test_the_cache_serves_only_what_was_built(tmp_path):
         assert not again.cached
     assert build("x3d-xs", "ptl", options, out=tmp_path).cached
     assert not list((tmp_path / "builds" / "x3d-xs" / "ptl").glob("*.partial-*"))
+
+
+def test_out_of_range_inputs_are_refused_before_any_work(cli, tmp_path):
+    from vcompile.check.parity import run_parity
+    from vcompile.compile import BuildOptions, build
+    from vcompile.zoo import build_args
+
+    for seed in (-1, 2**63, 2**64):
+        with pytest.raises(VcompileError, match="out of range; give an integer from 0 to"):
+            build("x3d-xs", "onnx", BuildOptions(tiny=True, seed=seed), out=tmp_path)
+    with pytest.raises(VcompileError, match="beyond what vcompile builds"):
+        build_args("x3d-xs", size=100_000)
+    with pytest.raises(VcompileError, match=r"needs \d+\.\d GiB, more than this machine's"):
+        build("x3d-xs", "onnx", BuildOptions(batch=10**6), out=tmp_path)
+    with pytest.raises(VcompileError, match="nothing to compare"):
+        run_parity("x3d-xs", ["onnxruntime"], samples=0, options=BuildOptions(tiny=True), out=tmp_path)
+    assert not (tmp_path / "builds").exists() or not list((tmp_path / "builds").rglob("*.partial-*"))
+    for args, words in ((("build", "-m", "x3d-xs", "-t", "onnx", "--size", "100000"), "beyond what vcompile builds"),
+                        (("build", "-m", "x3d-xs", "-t", "onnx", "--seed", "-1"), "--seed"),
+                        (("show", "x3d-xs", "--weights", str(tmp_path)), "is a folder")):
+        result = cli(*args, "--out", str(tmp_path)) if args[0] == "build" else cli(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1 and words in lines[0], result.stderr
+        assert "internal error" not in result.stderr
+    assert not list(tmp_path.rglob("*.partial-*"))
+
+
+def test_threads_beyond_the_cores_are_a_note_on_the_record():
+    from vcompile.bench.environment import usable_cores
+
+    many = usable_cores() + 3
+    record = sweep.run_case_isolated(CaseSpec(**{**TINY.__dict__, "threads": many}), timeout_s=300)
+    assert record.status == "ok" and record.threads == many
+    assert f"{many} threads on {usable_cores()} usable cores" in record.message
+
+
+def test_a_report_skips_and_counts_non_finite_latencies(tmp_path):
+    from vcompile.report.documents import write_report
+
+    path = tmp_path / "r.jsonl"
+    for model, latencies in (("x3d-xs", [1.0, 2.0]), ("movinet-a0", [3.0, float("nan")]), ("mvit-s", [4.0, 5.0])):
+        record = _record(model, key=model)
+        record.set_latencies(latencies)
+        append_record(path, record)
+    written = write_report([path], tmp_path / "report")
+    text = written["report.md"].read_text()
+    assert "1 'ok' record(s) with latencies that are not finite numbers" in text
+    latency = written["latency.csv"].read_text()
+    assert "x3d-xs" in latency and "mvit-s" in latency and "movinet-a0" not in latency
+    assert "nan" not in latency.lower()
+
+
+def test_onnxruntime_sessions_send_no_telemetry(artifacts, monkeypatch):
+    import onnxruntime as ort
+
+    from vcompile.check.parity import build_verified
+    from vcompile.compile import BuildOptions
+    from vcompile.runtimes import load
+
+    calls = []
+    monkeypatch.setattr(ort, "disable_telemetry_events", lambda: calls.append(True))
+    artifact = build_verified("x3d-xs", "onnx", BuildOptions(tiny=True, batch=1), out=artifacts)
+    with load(artifact, "onnxruntime") as runner:
+        assert runner.infer(__import__("numpy").zeros((1, 3, 4, 64, 64), "float32")).shape == (1, 10)
+    assert calls
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, "résultats\n".encode("utf-16"),
+                                     b'{"schema": "vcompile.bench/1", "model": 1}\n{"x": 1}\n'])
+def test_an_unreadable_results_file_is_one_line_naming_file_and_line(cli, tmp_path, content):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(content)
+    result = cli("report", str(path), "--out", str(tmp_path / "report"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and f"{path}:" in lines[0], result.stderr
+    assert "internal error" not in lines[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -254,16 +255,17 @@ def test_a_build_opens_one_session_and_runs_the_reference_once(tmp_path, monkeyp
     assert build_verified("x3d-xs", "onnx", TINY, out=tmp_path / "unverified").manifest["parity"]["status"] == "pass"
 
 
-def test_concurrent_builds_of_one_key_build_once_and_both_succeed(tmp_path):
-    """Two processes asking for the same artifact at once: one builds, the other waits and gets it from the cache."""
-    code = ("from vcompile.compile import BuildOptions, build\n"
-            f"a = build('x3d-xs', 'onnx', BuildOptions(tiny=True, batch=1), out={str(tmp_path)!r})\n"
-            "print(a.cached, a.key, a.manifest['files']['model']['sha256'])")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+def test_concurrent_builds_of_one_key_build_once_and_all_succeed(tmp_path):
+    """Four `vcompile build` of one artifact at once: one builds, the others wait and get it from the cache; one
+    valid artifact and no staging folder are left."""
+    command = [sys.executable, "-m", "vcompile", "build", "-m", "x3d-xs", "-t", "onnx", "--tiny", "--format", "json",
+               "--out", str(tmp_path)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outputs]
-    lines = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
-    (cached_a, key_a, sha_a), (cached_b, key_b, sha_b) = (line.split() for line in lines)
-    assert (cached_a, cached_b) == ("False", "True") and key_a == key_b and sha_a == sha_b
-    assert [p.name for p in (tmp_path / "builds" / "x3d-xs" / "onnx").iterdir() if ".partial-" in p.name] == []
+    assert [p.returncode for p in procs] == [0] * 4, [err[-1500:] for _, err in outputs]
+    cells = [json.loads(out)[0] for out, _ in outputs]
+    assert sorted(c["cached"] for c in cells) == [False, True, True, True]
+    assert len({c["path"] for c in cells}) == 1 and all(c["parity"] == "pass" for c in cells)
+    folder = tmp_path / "builds" / "x3d-xs" / "onnx"
+    assert [p.name for p in folder.iterdir() if ".partial-" in p.name] == []
+    assert len([p for p in folder.iterdir() if p.is_dir()]) == 1

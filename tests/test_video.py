@@ -16,7 +16,7 @@ def write_video(path, frames: int, height: int = 48, width: int = 64) -> None:
         stream = container.add_stream("mpeg4", rate=10)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
-            image = np.full((height, width, 3), 10 * i, dtype=np.uint8)
+            image = np.full((height, width, 3), (10 * i) % 256, dtype=np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -56,3 +56,36 @@ def test_not_a_video_and_missing_file(tmp_path):
         load_clip(bogus, 4, 16, (0, 0, 0), (1, 1, 1))
     with pytest.raises(VideoError, match="video file not found"):
         load_clip(tmp_path / "missing.mp4", 4, 16, (0, 0, 0), (1, 1, 1))
+
+
+def test_a_long_video_keeps_only_the_sampled_frames(tmp_path):
+    """Memory holds the clip's frames, not the video's: 300 frames decoded, 4 kept."""
+    from vcompile.data.video import _frames
+
+    path = tmp_path / "long.mp4"
+    write_video(path, frames=300, height=16, width=16)
+    total, kept = _frames(path, {5, 150, 299})
+    assert total == 300 and sorted(kept) == [5, 150, 299] and kept[150].shape == (16, 16, 3)
+    assert _frames(path, None) == (300, {})
+    clip = load_clip(path, frames=4, size=16, mean=(0, 0, 0), std=(1, 1, 1))
+    assert clip.total_frames == 300 and clip.indices == tuple(sample_indices(300, 4))
+
+
+def test_a_stream_that_declares_no_frame_count_is_counted(tmp_path):
+    """A raw elementary stream has no frame count in its header: frames are counted, then sampled."""
+    path = tmp_path / "raw.m4v"
+    with av.open(str(path), mode="w", format="m4v") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(20):
+            image = np.full((32, 32, 3), 10 * i, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        assert not container.streams.video[0].frames  # nothing declared
+    clip = load_clip(path, frames=4, size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert clip.total_frames == 20 and clip.indices == (2, 7, 12, 17)
+    levels = (clip.tensor[0].mean(dim=(0, 2, 3)) * 0.25 + 0.5) * 255
+    np.testing.assert_allclose(levels.numpy(), [20, 70, 120, 170], atol=6)

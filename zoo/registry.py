@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 TINY_FRAMES, TINY_SIZE, TINY_CLASSES = 4, 64, 10
+# Far beyond any action-recognition clip, and small enough that no weight table sized by the clip overflows.
+MAX_FRAMES, MAX_SIZE = 1024, 4096
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,9 @@ def build_args(name: str, *, tiny: bool = False, num_classes: int | None = None,
     size = (TINY_SIZE if tiny else spec.size) if size is None else size
     if num_classes < 1:
         raise InvalidShapeError(f"num_classes must be at least 1, got {num_classes}")
+    if frames > MAX_FRAMES or size > MAX_SIZE:
+        raise InvalidShapeError(f"{frames} frames of {size} px is beyond what vcompile builds (at most {MAX_FRAMES} "
+                                f"frames of {MAX_SIZE} px); the paper's clips are {spec.frames} x {spec.size}")
     problem = spec.check_shape(frames, size)
     if problem:
         raise InvalidShapeError(problem)
@@ -189,6 +194,8 @@ def count_params(model: nn.Module) -> int:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        raise WeightsError(f"weights path {path} is a folder; give the path of a .safetensors or .pt state dict file")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}; give the path of a .safetensors or .pt state dict")
     try:

@@ -322,11 +322,13 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
     """
     from .bench.selection import resolve_models, select_runtimes
     from .check.metrics import tolerance_for
-    from .check.parity import PARITY_RUNTIMES, run_parity
+    from .check.parity import PARITY_RUNTIMES, check_rows_file, run_parity, write_rows_file
     from .compile import BuildOptions
 
     names = resolve_models(models)
     tol = tolerance_for(precision, atol, rtol)
+    if json_path:
+        check_rows_file(Path(json_path))
     if samples == 0 and not videos:
         raise VcompileError("nothing to compare: --samples 0 and no --video; give seeded clips or a video")
     console = _console()
@@ -361,8 +363,7 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
             for note in row.notes:
                 console.print(f"  {row.runtime}: {escape(note)}")
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps([r.to_dict() for r in all_rows], indent=2))
+        write_rows_file(Path(json_path), all_rows)
     if not all_rows or any(r.status != "pass" for r in all_rows):
         sys.exit(1)
 

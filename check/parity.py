@@ -9,6 +9,8 @@ the build's own check clips through the artifact's runtime, once, against the re
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -176,3 +178,32 @@ def _localized(row: ParityRow, reference_model, artifact, inputs, tol: Tolerance
     log(f"{row.model}: localizing")
     found = localize_onnx(reference_model, artifact.file(), inputs[0], tol, scopes_from=artifact.file("exported"))
     return replace(row, notes=(*row.notes, found.describe()), localization=found.to_dict())
+
+
+def check_rows_file(path: Path) -> None:
+    """Refuse, before anything is checked, a ``parity --json`` path that cannot be written, or an existing file that
+    is not an earlier ``parity --json`` file (it would be replaced, and it is not vcompile's to replace)."""
+    path = Path(path)
+    if path.exists():
+        try:
+            rows = json.loads(path.read_bytes()) if path.is_file() else None
+        except (UnicodeDecodeError, ValueError):
+            rows = None
+        if not (isinstance(rows, list) and all(isinstance(r, dict) and {"model", "runtime", "status"} <= r.keys()
+                                               for r in rows)):
+            raise VcompileError(f"refusing to replace {path}: it is not a vcompile parity --json file; give a new "
+                                "file name for --json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VcompileError(f"cannot write {path} ({err.strerror}); choose a writable --json path") from None
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise VcompileError(f"cannot write {path} (permission denied); choose a writable --json path")
+
+
+def write_rows_file(path: Path, rows: Sequence[ParityRow]) -> None:
+    """Write parity rows as JSON, whole or not at all (a temporary file renamed over the target)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
+    os.replace(tmp, path)

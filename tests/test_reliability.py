@@ -313,3 +313,22 @@ def test_an_unreadable_results_file_is_one_line_naming_file_and_line(cli, tmp_pa
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and f"{path}:" in lines[0], result.stderr
     assert "internal error" not in lines[0]
+
+
+def test_parity_json_is_checked_before_checking_and_never_replaces_a_user_file(cli, tmp_path):
+    from vcompile.check.parity import ParityRow, check_rows_file, write_rows_file
+
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "settings"}')
+    result = cli("parity", "-m", "x3d-xs", "--runtimes", "ort", "--tiny", "--json", str(mine), "--out",
+                 str(tmp_path / "a"))
+    assert result.returncode != 0 and "refusing to replace" in result.stderr and "parity x3d-xs" not in result.stdout
+    assert mine.read_text() == '{"my": "settings"}' and not (tmp_path / "a").exists()  # nothing was built
+    parent_is_a_file = tmp_path / "file"
+    parent_is_a_file.write_text("x")
+    with pytest.raises(VcompileError, match="cannot write"):
+        check_rows_file(parent_is_a_file / "rows.json")
+    rows = tmp_path / "rows.json"
+    write_rows_file(rows, [ParityRow("x3d-xs", "onnxruntime", "fp32", "pass")])
+    check_rows_file(rows)  # an earlier parity --json file may be replaced
+    assert json.loads(rows.read_text())[0]["status"] == "pass" and len(list(tmp_path.glob(".rows.json.*"))) == 0

@@ -48,9 +48,9 @@ class ModeSpec:
 
 MODES = {
     "train": ModeSpec(8, "amp", ("torch",), "one training step: forward, cross-entropy, backward, AdamW step"),
-    "batch": ModeSpec(32, "amp", ("torch", "inductor", "onnxruntime", "tensorrt", "executorch"),
+    "batch": ModeSpec(32, "amp", ("torch", "inductor", "onnxruntime", "openvino", "tensorrt", "executorch"),
                       "forward pass, batch 32"),
-    "single": ModeSpec(1, "amp", ("torch", "inductor", "onnxruntime", "tensorrt", "executorch"),
+    "single": ModeSpec(1, "amp", ("torch", "inductor", "onnxruntime", "openvino", "tensorrt", "executorch"),
                        "forward pass, batch 1"),
     "mobile": ModeSpec(1, "fp32", ("executorch", "ptl", "coreml"), "forward pass, batch 1, fp32, mobile runtimes"),
 }
@@ -126,8 +126,8 @@ def run_case(case: CaseSpec):
             _build_artifact(case, precision, batch)
             record.status, record.message = "ok", "built"
             return record
-        step, record.target, record.artifact, record.precision = _prepare(case, precision, batch,
-                                                                          cost.input_shape)
+        step, record.target, record.artifact, record.precision, record.runtime_settings = _prepare(
+            case, precision, batch, cost.input_shape)
         cuda = case.device.startswith("cuda")
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -182,7 +182,8 @@ class _Unsupported(Exception):
 
 
 def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...]):
-    """Build what the case runs: (step, target, artifact path, precision that runs); ``step()`` is one timed unit."""
+    """Build what the case runs: (step, target, artifact path, precision that runs, the runtime's settings);
+    ``step()`` is one timed unit."""
     info = RUNTIMES[case.runtime]
     if case.runtime not in MODES[case.mode].runtimes:
         raise _Unsupported(f"mode {case.mode} does not run on {case.runtime}; its runtimes are "
@@ -194,7 +195,7 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
     if case.mode == "train":
         _phase("create model")
         model = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
-        return TrainStep(model, clip, precision=precision, device=case.device), None, None, precision
+        return TrainStep(model, clip, precision=precision, device=case.device), None, None, precision, {}
     if info.target is None:
         _phase("create model")
         source = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
@@ -210,7 +211,7 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
     video = clip.numpy()
     if case.device.startswith("cuda"):
         torch.cuda.synchronize()
-    return (lambda: runner.infer(video)), target, artifact_path, runs_in
+    return (lambda: runner.infer(video)), target, artifact_path, runs_in, dict(runner.settings)
 
 
 def _build_artifact(case: CaseSpec, precision: str, batch: int):

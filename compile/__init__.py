@@ -61,9 +61,9 @@ __all__ = ["PRECISIONS", "UNVERIFIED", "Artifact", "BuildContext", "BuildOptions
            "TargetResult", "Verifier", "TARGET_NAMES", "get_target", "resolve_target", "resolve_targets", "build",
            "DEFAULT_OUT"]
 
-TARGET_NAMES = ("onnx", "tensorrt", "coreml", "executorch", "ptl")
+TARGET_NAMES = ("onnx", "openvino", "tensorrt", "coreml", "executorch", "ptl")
 _ALIASES = {"trt": "tensorrt", "et": "executorch", "ort": "onnx", "pte": "executorch", "mlpackage": "coreml",
-            "lite": "ptl"}
+            "lite": "ptl", "ov": "openvino"}
 DEFAULT_OUT = Path("artifacts")
 
 

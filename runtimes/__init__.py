@@ -154,6 +154,19 @@ def _probe_executorch() -> Availability:
     return Availability(True, True, version("executorch"), "XNNPACK lowering; runs .pte on this CPU")
 
 
+def _probe_openvino() -> Availability:
+    ov, why = _import("openvino")
+    if ov is None:
+        return Availability(False, False, None, f'openvino {why}; pip install "vcompile[openvino]"')
+    try:
+        devices = ov.Core().available_devices
+    except Exception as err:  # noqa: BLE001 - a broken plugin must be reported, whatever it raises
+        return Availability(False, False, ov.__version__, f"OpenVINO cannot list its devices ({type(err).__name__})")
+    if "CPU" not in devices:
+        return Availability(True, False, ov.__version__, f"OpenVINO has no CPU plugin here (devices: {devices})")
+    return Availability(True, True, ov.__version__, "CPU plugin; runs IR (.xml + .bin) converted from the ONNX")
+
+
 def _probe_ptl() -> Availability:
     mobile, why = _import("torch.jit.mobile")
     if mobile is None or not hasattr(mobile, "_load_for_lite_interpreter"):
@@ -168,6 +181,8 @@ RUNTIMES: dict[str, RuntimeInfo] = {r.name: r for r in (
                 "pytorch:InductorRunner", ("compile",)),
     RuntimeInfo("onnxruntime", "onnx", "onnxruntime", None, "ONNX Runtime (CPU, CUDA, TensorRT EPs)",
                 _probe_onnxruntime, "onnxruntime:OnnxRuntimeRunner", ("ort", "onnx")),
+    RuntimeInfo("openvino", "openvino", "openvino", "openvino", "OpenVINO on the CPU (IR from the ONNX)",
+                _probe_openvino, "openvino:OpenVinoRunner", ("ov",)),
     RuntimeInfo("tensorrt", "tensorrt", "tensorrt", "trt", "TensorRT engines (.plan)", _probe_tensorrt,
                 "tensorrt:TensorRTRunner", ("trt",)),
     RuntimeInfo("coreml", "coreml", "coremltools", "coreml", "Core ML ML Program (.mlpackage)", _probe_coreml,

@@ -138,6 +138,8 @@ class Runner:
     precision_from_artifact: bool = False  # the precision is the artifact's own; asking for another is an error
     thread_control: bool = False  # whether a threads request is honoured
     shape_fix: str = "give a clip of that shape"  # how to fix an input of the wrong shape
+    # What the runtime was set to, read back after `activate` where it can be (recorded with every measurement).
+    settings: dict[str, str] = {}  # replaced, never mutated, by the runners that have settings
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

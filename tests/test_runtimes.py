@@ -26,8 +26,8 @@ MODEL = "tsm-r50"
 TINY = BuildOptions(tiny=True, batch=2)
 SHAPE = (2, 3, TINY_FRAMES, TINY_SIZE, TINY_SIZE)
 # Runtimes whose input takes any batch (the ONNX graph's "batch" axis, a trace without frozen values, a module,
-# an engine profile); ExecuTorch and Core ML programs are static.
-DYNAMIC_BATCH = {"torch", "inductor", "onnxruntime", "ptl", "tensorrt"}
+# an engine profile, the IR converted from the ONNX); ExecuTorch and Core ML programs are static.
+DYNAMIC_BATCH = {"torch", "inductor", "onnxruntime", "openvino", "ptl", "tensorrt"}
 BAD_DEVICES = ("gpu0", "cudaXYZ", "cuda:", "cuda:-1", "cuda:01", "cuda:1x", "cpu:0", "", "CUDA :0")
 HEAVY = ("tensorrt", "coremltools", "executorch", "openvino", "av")
 PARAMS = [pytest.param(r, marks=pytest.mark.slow) if r == "inductor" else r for r in RUNTIMES]

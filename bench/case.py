@@ -131,6 +131,12 @@ def run_case(case: CaseSpec):
         cuda = case.device.startswith("cuda")
         if cuda:
             torch.cuda.reset_peak_memory_stats()
+        _phase("first run")
+        first = time.perf_counter()
+        step()  # lazy set-up and compilation (Inductor) happen here, never inside the timed runs
+        if case.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        record.first_run_ms = round((time.perf_counter() - first) * 1000, 3)
         _phase("measure", 0, case.iters)
         runs = time_runs(step, warmup=case.warmup, iters=case.iters, budget_s=case.budget_s, cuda=cuda,
                          on_progress=lambda phase, done, total: _phase(phase, done, total))

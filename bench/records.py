@@ -95,6 +95,7 @@ class Record:
     wall_s: float | None = None
     process_means_ms: list[float] | None = None  # each fresh process's mean, when a case ran in several
     runtime_settings: dict[str, str] = field(default_factory=dict)  # as read back from the runtime (OpenVINO)
+    first_run_ms: float | None = None  # the first call, before warm-up: lazy set-up, Inductor's compilation
 
     def set_latencies(self, values_ms: list[float]) -> None:
         self.latencies_ms = [round(v, 4) for v in values_ms]

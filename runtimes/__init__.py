@@ -18,9 +18,11 @@ import importlib
 import importlib.util
 import platform
 import shutil
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -108,10 +110,17 @@ def _probe_torch() -> Availability:
 
 
 def _probe_inductor() -> Availability:
+    """Inductor writes C++ (CPU) and Triton (CUDA) kernels and compiles them here: it needs a C++ compiler and
+    Python's C headers (Triton's launcher includes Python.h too)."""
     compiler = next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
-    if compiler is None and not _cuda_devices():
-        return Availability(False, False, torch.__version__, "torch.compile on the CPU needs a C++ compiler (g++)")
-    return Availability(True, True, torch.__version__, f"torch.compile with C++ compiler {compiler}")
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    missing = [what for what, found in (("a C++ compiler (g++ or clang++)", compiler),
+                                        (f"Python's C headers ({headers})", headers.is_file())) if not found]
+    if missing:
+        return Availability(False, False, torch.__version__,
+                            f"torch.compile needs {' and '.join(missing)}, which this machine lacks; install them "
+                            "(Debian/Ubuntu: apt install g++ python3-dev)")
+    return Availability(True, True, torch.__version__, f"torch.compile (Inductor, weight freezing) with {compiler}")
 
 
 def _probe_onnxruntime() -> Availability:

@@ -59,6 +59,11 @@ class OnnxRuntimeRunner(Runner):
                               f"back to {', '.join(self.session.get_providers())}); check the CUDA and cuDNN "
                               f"libraries that onnxruntime-gpu {ort.__version__} needs")
         self.input_name = self.session.get_inputs()[0].name
+        used = self.session.get_session_options()
+        self.settings = {"intra_op_num_threads": str(used.intra_op_num_threads or "default"),
+                         "inter_op_num_threads": str(used.inter_op_num_threads or "default"),
+                         "execution_mode": used.execution_mode.name,
+                         "providers": ",".join(self.session.get_providers())}
 
     def get_input_metadata_impl(self) -> dict[str, TensorMetadata]:
         metadata = {}

@@ -47,6 +47,8 @@ def test_a_case_measures_in_its_own_process(tmp_path):
     assert record.precision == "fp32" and record.requested_precision == "amp"
     assert record.input_shape == [1, 3, 4, 64, 64] and record.params > 0
     assert record.peak_host_mb > 100 and record.env["packages"]["torch"]
+    assert record.first_run_ms is not None and record.first_run_ms > 0  # the first call, outside the timed runs
+    assert record.runtime_settings["intra_op_threads"] == "1" and "inter_op_threads" in record.runtime_settings
 
 
 def test_budget_stops_early_and_says_so():

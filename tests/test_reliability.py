@@ -299,8 +299,9 @@ def test_onnxruntime_sessions_send_no_telemetry(artifacts, monkeypatch):
     calls = []
     monkeypatch.setattr(ort, "disable_telemetry_events", lambda: calls.append(True))
     artifact = build_verified("x3d-xs", "onnx", BuildOptions(tiny=True, batch=1), out=artifacts)
-    with load(artifact, "onnxruntime") as runner:
+    with load(artifact, "onnxruntime", threads=1) as runner:
         assert runner.infer(__import__("numpy").zeros((1, 3, 4, 64, 64), "float32")).shape == (1, 10)
+        assert runner.settings["intra_op_num_threads"] == "1" and runner.settings["providers"] == "CPUExecutionProvider"
     assert calls
 
 

@@ -163,7 +163,7 @@ def _human_bytes(n: int | None) -> str:
 @cli.command()
 @click.option("--model", "-m", "models", required=True, metavar="NAME[,NAME...]|all", help="Zoo models to build.")
 @click.option("--target", "-t", "targets", required=True, metavar="TARGET[,...]|all",
-              help="onnx, tensorrt (trt), coreml, executorch (et), ptl; or all.")
+              help="onnx, openvino (ov), tensorrt (trt), coreml, executorch (et), ptl; or all.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="Artifact precision [default: fp16 for coreml, fp32 elsewhere].")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size built for.")
@@ -369,7 +369,7 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
 @cli.command()
 @click.option("--model", "-m", "models", default="all", show_default=True, metavar="NAME[,NAME...]|all")
 @click.option("--runtime", "-r", "runtimes", default="all", show_default=True, metavar="LIST|all",
-              help="torch, inductor, onnxruntime (ort), tensorrt (trt), executorch (et), ptl, coreml; 'all' means "
+              help="torch, inductor, onnxruntime (ort), openvino (ov), tensorrt (trt), executorch (et), ptl, coreml; 'all' means "
                    "every runtime that can run here.")
 @click.option("--mode", "modes", default="all", show_default=True, metavar="train,batch,single,mobile|all",
               help="train: batch 8, AMP, full optimiser step; batch: 32, AMP; single: 1, AMP; mobile: 1, fp32 on the "

@@ -17,7 +17,11 @@ __all__ = ["PACKAGES", "package_versions", "usable_cores", "cpu_info", "gpu_info
 
 # Distributions whose versions change what vcompile builds or measures.
 PACKAGES = ("torch", "torchvision", "timm", "onnx", "onnxscript", "onnxsim", "onnxruntime", "onnxruntime-gpu",
-            "coremltools", "executorch", "tensorrt", "av", "numpy")
+            "openvino", "coremltools", "executorch", "tensorrt", "av", "numpy")
+
+# The instruction sets that decide which kernels a CPU runtime picks (and whether bf16 or int8 run natively).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+             "amx_bf16", "amx_int8", "asimd", "sve", "i8mm", "bf16")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -40,16 +44,19 @@ def usable_cores() -> int:
 
 @lru_cache(maxsize=1)
 def cpu_info() -> dict[str, object]:
-    model = platform.processor() or platform.machine()
+    """CPU model, architecture, cores and the `ISA_FLAGS` it has (Linux's /proc/cpuinfo; empty elsewhere)."""
+    model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in (platform.processor(), platform.machine()):
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
     except OSError:
         pass
     return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(),
-            "usable_cores": usable_cores()}
+            "usable_cores": usable_cores(), "isa": [f for f in ISA_FLAGS if f in flags]}
 
 
 def gpu_info() -> list[dict[str, object]]:

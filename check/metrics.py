@@ -9,21 +9,30 @@ import numpy as np
 
 from ..errors import VcompileError
 
-__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "Agreement", "compare_logits"]
+__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "Agreement", "compare_logits", "logit_scale"]
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """When an artifact agrees with the reference: elementwise closeness (fp32 only) and cosine similarity."""
+    """When an artifact agrees with the reference: elementwise closeness (fp32 only) and cosine similarity.
+
+    With ``scaled_atol`` (the fp32 default), ``atol`` is stated for logits of unit scale and is multiplied by each
+    clip's logit scale (the root mean square of its reference logits) where that exceeds 1. Rounding error in fp32
+    grows with the size of the sums that make a logit, not with the logit itself: a model whose logits lie in the
+    thousands (seeded TEA-R50: RMS ~700) puts ~1e-2 of honest summation-order noise on every logit, including the
+    ones near zero, where a fixed atol of 1e-4 calls it a failure although it is 1e-5 of the scale. Logits of unit
+    scale or less (every trained classifier) are judged exactly as ``allclose(got, ref, atol, rtol)``.
+    """
 
     atol: float
     rtol: float
     min_cosine: float
     elementwise: bool  # fp16/bf16 artifacts are judged by cosine and top-1, not by elementwise closeness
+    scaled_atol: bool = False  # atol is per unit of logit scale (see above); an atol the user states is absolute
 
 
 TOLERANCES = {
-    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999, elementwise=True),
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999, elementwise=True, scaled_atol=True),
     "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.999, elementwise=False),
     "bf16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, elementwise=False),
 }
@@ -32,7 +41,8 @@ TOLERANCES = {
 def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:
     """The tolerance of a precision, with ``atol`` / ``rtol`` overriding its defaults.
 
-    An override makes the check elementwise at any precision (asking for a tolerance means wanting it applied).
+    An override makes the check elementwise at any precision (asking for a tolerance means wanting it applied) and
+    its atol absolute (not scaled by the logits' scale).
     Tolerances must be finite and non-negative: a NaN would make every comparison pass.
     """
     if precision not in TOLERANCES:
@@ -44,7 +54,7 @@ def tolerance_for(precision: str, atol: float | None = None, rtol: float | None 
     if atol is None and rtol is None:
         return tol
     return replace(tol, atol=tol.atol if atol is None else atol, rtol=tol.rtol if rtol is None else rtol,
-                   elementwise=True)
+                   elementwise=True, scaled_atol=tol.scaled_atol and atol is None)
 
 
 @dataclass(frozen=True)
@@ -58,9 +68,10 @@ class Agreement:
     top5: float  # mean overlap of the top-5 sets, in [0, 1]
     ties: int  # top-1 disagreements where the reference's top-2 margin is within tolerance
     disagreements: int  # top-1 disagreements that are not ties
-    smallest_atol: float  # the smallest atol that would pass at the given rtol
+    smallest_atol: float  # the smallest atol that would pass at the given rtol (per unit of logit scale if scaled)
     passed: bool
     reason: str
+    scale: float = 1.0  # the largest logit scale the atol was multiplied by (1 when not scaled)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +80,12 @@ class Agreement:
 def _top(x: np.ndarray, k: int) -> np.ndarray:
     k = min(k, x.shape[1])
     return np.argsort(-x, axis=1, kind="stable")[:, :k]
+
+
+def logit_scale(ref: np.ndarray) -> np.ndarray:
+    """Each row's logit scale, as a column: the root mean square of its logits, never below 1."""
+    rms = np.sqrt(np.mean(np.square(ref), axis=1, keepdims=True)) if ref.size else np.ones((ref.shape[0], 1))
+    return np.maximum(rms, 1.0)
 
 
 def compare_logits(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Agreement:
@@ -93,16 +110,19 @@ def compare_logits(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Agreemen
         margin = ref[rows, ref_top[:, 0]] - ref[rows, ref_top[:, 1]]
     else:
         margin = np.full(ref.shape[0], np.inf)
-    tie = ~agree & (margin <= tol.atol + tol.rtol * np.abs(ref[rows, ref_top[:, 0]]))
+    scale = logit_scale(ref) if tol.scaled_atol else np.ones((ref.shape[0], 1))
+    tie = ~agree & (margin <= tol.atol * scale[:, 0] + tol.rtol * np.abs(ref[rows, ref_top[:, 0]]))
     top5 = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(ref_top, got_top)])) if len(rows) else 1.0
-    smallest_atol = float(np.max(diff - tol.rtol * np.abs(ref), initial=0.0).clip(min=0.0))
+    smallest_atol = float(np.max((diff - tol.rtol * np.abs(ref)) / scale, initial=0.0).clip(min=0.0))
+    worst_scale = float(scale.max(initial=1.0))
     disagreements = int((~agree & ~tie).sum())
     reasons = []
     if tol.elementwise and smallest_atol > tol.atol:  # i.e. not allclose(got, ref, atol, rtol)
-        reasons.append(f"max abs error {max_abs:.2e} exceeds atol {tol.atol:g} + rtol {tol.rtol:g} x |ref|")
+        per = f" x logit scale {worst_scale:.3g}" if worst_scale > 1 else ""
+        reasons.append(f"max abs error {max_abs:.2e} exceeds atol {tol.atol:g}{per} + rtol {tol.rtol:g} x |ref|")
     if cosine < tol.min_cosine:
         reasons.append(f"cosine {cosine:.6f} below {tol.min_cosine}")
     if disagreements:
         reasons.append(f"top-1 differs on {disagreements} of {len(rows)} clips")
     return Agreement(max_abs, max_rel, cosine, float(agree.mean()) if len(rows) else 1.0, top5, int(tie.sum()),
-                     disagreements, smallest_atol, not reasons, "; ".join(reasons))
+                     disagreements, smallest_atol, not reasons, "; ".join(reasons), worst_scale)

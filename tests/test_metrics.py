@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vcompile.check.metrics import TOLERANCES, Tolerance, compare_logits
+from vcompile.check.metrics import TOLERANCES, Tolerance, compare_logits, tolerance_for
 
 FP32 = TOLERANCES["fp32"]
 
@@ -53,3 +53,29 @@ def test_non_finite_and_shape_mismatch_fail():
     ref = np.zeros((1, 5))
     assert "non-finite" in compare_logits(ref, np.full((1, 5), np.nan), FP32).reason
     assert "shape" in compare_logits(ref, np.zeros((1, 4)), FP32).reason
+
+
+def test_fp32_atol_scales_with_the_logits_scale():
+    # logits in the thousands (seeded TEA-R50): summation-order noise of 1e-5 of the scale lands on every logit,
+    # including one near zero, where a fixed atol of 1e-4 would call it a failure
+    ref = np.random.default_rng(3).normal(scale=700.0, size=(2, 400))
+    ref[0, 0] = 2.0
+    got = ref + 7e-3
+    a = compare_logits(ref, got, FP32)
+    assert a.passed and a.scale > 600 and a.smallest_atol < 1e-4
+    absolute = compare_logits(ref, got, tolerance_for("fp32", atol=1e-4))  # an atol the user states is absolute
+    assert not absolute.passed and "exceeds atol 0.0001 + rtol" in absolute.reason
+    # an error of 1e-3 of the scale is still a failure, and the message names the scale it was judged at
+    bad = ref.copy()
+    bad[0, 0] += 0.7
+    b = compare_logits(ref, bad, FP32)
+    assert not b.passed and "x logit scale 7" in b.reason and b.smallest_atol > 1e-4
+
+
+def test_unit_scale_logits_are_judged_exactly_as_allclose():
+    rng = np.random.default_rng(4)
+    ref = rng.normal(scale=0.5, size=(3, 10))
+    for err in (5e-5, 2e-4):
+        got = ref + err * rng.choice([-1.0, 1.0], size=ref.shape)
+        assert compare_logits(ref, got, FP32).passed == bool(np.allclose(got, ref, atol=1e-4, rtol=1e-3))
+        assert compare_logits(ref, got, FP32).scale == 1.0

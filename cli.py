@@ -164,8 +164,9 @@ def _human_bytes(n: int | None) -> str:
 @click.option("--model", "-m", "models", required=True, metavar="NAME[,NAME...]|all", help="Zoo models to build.")
 @click.option("--target", "-t", "targets", required=True, metavar="TARGET[,...]|all",
               help="onnx, openvino (ov), tensorrt (trt), coreml, executorch (et), ptl; or all.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
-              help="Artifact precision [default: fp16 for coreml, fp32 elsewhere].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None,
+              help="Artifact precision [default: fp16 for coreml, fp32 elsewhere]; a target that cannot build it "
+                   "says which it builds.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size built for.")
 @click.option("--frames", type=click.IntRange(min=1), default=None, help="Clip length [default: 16, tiny 4].")
 @click.option("--size", type=click.IntRange(min=1), default=None, help="Frame size [default: 224, tiny 64].")
@@ -299,7 +300,9 @@ def _status(console, message: str):
               help="Seed of the weights and the clips.")
 @click.option("--video", "videos", multiple=True, type=click.Path(dir_okay=False),
               help="A video file to decode as one more input (16 evenly spaced frames); repeatable.")
-@click.option("--atol", type=float, default=None, help="Absolute tolerance [default by precision: fp32 1e-4].")
+@click.option("--atol", type=float, default=None,
+              help="Absolute tolerance [default by precision: fp32 1e-4 per unit of logit scale, i.e. times the "
+                   "logits' RMS where that exceeds 1]; a value given here is absolute.")
 @click.option("--rtol", type=float, default=None, help="Relative tolerance [default by precision: fp32 1e-3].")
 @click.option("--tiny", is_flag=True, help="Check the tiny test variants (4 frames, 64 px, 10 classes).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file.")
@@ -375,9 +378,10 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
               help="train: batch 8, AMP, full optimiser step; batch: 32, AMP; single: 1, AMP; mobile: 1, fp32 on the "
                    "mobile runtimes (executorch, ptl here; coreml on macOS).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
-@click.option("--precision", type=click.Choice(["amp", "fp32", "fp16", "bf16"]), default=None,
-              help="Override the mode's precision. AMP runs fp16 on CUDA and falls back to fp32 on a CPU; every "
-                   "record says which precision ran.")
+@click.option("--precision", type=click.Choice(["amp", "fp32", "fp16", "bf16", "int8"]), default=None,
+              help="Override the mode's precision. amp (the paper's mixed precision) runs fp16 on CUDA, bf16 on a "
+                   "CPU with native bf16 and fp32 on other CPUs; a runtime that cannot run a precision asked for "
+                   "by name refuses, and bf16 is never emulated. Every record says which precision ran and why.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Override the mode's batch size.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
 @click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs.")
@@ -433,7 +437,8 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
     base = CaseSpec(model="", runtime="", mode="", device=device, precision=precision, batch=batch,
                     threads=threads or usable_cores(), warmup=warmup, iters=iters, budget_s=budget_s,
                     seed=seed, tiny=tiny, out=artifacts, processes=processes)
-    cases = plan_cases(names, runtime_list, mode_list, base)
+    cases = _runnable_precision(plan_cases(names, runtime_list, mode_list, base),
+                                explicit=runtimes.strip().lower() != "all", console=console)
     if not cases:
         raise VcompileError(f"no case to run: none of the runtimes {', '.join(runtime_list) or '(none)'} applies to "
                             f"the modes {', '.join(mode_list)}")
@@ -463,6 +468,28 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
     console.print(f"{len(records)} record(s) appended to {out_path}; {failures} not ok")
     if failures:
         sys.exit(1)
+
+
+def _runnable_precision(cases: list, explicit: bool, console: Console) -> list:
+    """The cases whose precision can run on their runtime and device. A runtime named by the user that cannot is
+    an error (one line); from ``all``, it is left out with a note. bf16 on a CPU without it is always an error."""
+    from .bench.case import case_precision
+    from .runtimes.precision import PrecisionError
+
+    kept, refused = [], {}
+    for case in cases:
+        try:
+            case_precision(case)
+            kept.append(case)
+        except PrecisionError as err:
+            if explicit:
+                raise
+            refused.setdefault((case.runtime, case.mode), err)
+    if refused and not kept:
+        raise next(iter(refused.values()))
+    for (runtime, mode), err in refused.items():
+        console.print(f"[yellow]skipped[/yellow] {runtime} ({mode}): {escape(str(err))}")
+    return kept
 
 
 def _record_line(record) -> str:
@@ -518,6 +545,8 @@ def doctor(fmt: str) -> None:
     console.print(f"[bold]python[/bold]   {env['python']} on {env['os']}, host {env['host']}")
     console.print(f"[bold]cpu[/bold]      {cpu['model']} ({cpu['arch']}), {cpu['usable_cores']} usable of "
                   f"{cpu['logical_cores']} logical cores; torch uses {env['torch_threads']} threads")
+    console.print(f"[bold]isa[/bold]      {', '.join(cpu.get('isa', [])) or 'none of those vcompile looks for'}; "
+                  f"{_precision_line()}")
     gpus = env["gpus"]
     gpu_text = "; ".join(f"{g['name']} (sm {g['capability']}, {g['memory_mb']} MB, driver {g['driver']}, "
                          f"CUDA {g['cuda']})" for g in gpus) or "none visible to torch (CUDA not available)"
@@ -527,6 +556,14 @@ def doctor(fmt: str) -> None:
     rows = [[name, RUNTIMES[name].description, a.version, "yes" if a.can_build else "no",
              "yes" if a.can_run else "no", a.detail] for name, a in runtimes.items()]
     console.print(_table("runtimes", ["runtime", "what", "version", "build", "run", "detail"], rows))
+
+
+def _precision_line() -> str:
+    """What amp means on this CPU, for doctor."""
+    from .runtimes.precision import native_bf16
+
+    has_bf16, why = native_bf16()
+    return f"{why}: amp runs {'bf16' if has_bf16 else 'fp32'} on the CPU"
 
 
 def main(argv: list[str] | None = None) -> None:

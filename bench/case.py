@@ -26,6 +26,7 @@ from ..compile import BuildOptions, get_target
 from ..data import example_input
 from ..errors import VcompileError
 from ..runtimes import RUNTIMES, load
+from ..runtimes.precision import PrecisionError, Resolved, resolve_precision
 from ..zoo import create_model, get_spec
 from ..zoo.flops import model_cost
 from .environment import environment, usable_cores
@@ -33,7 +34,7 @@ from .records import Record
 from .timing import time_runs
 from .train import TrainStep
 
-__all__ = ["ModeSpec", "MODES", "CaseSpec", "resolve_precision", "run_case"]
+__all__ = ["ModeSpec", "MODES", "CaseSpec", "requested_precision", "case_precision", "run_case"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ModeSpec:
     """A mode of the paper's protocol: its batch, its precision and the runtimes it applies to."""
 
     batch: int
-    precision: str  # "amp": mixed precision (fp16 on CUDA; fp32 on a CPU unless bf16 is asked for)
+    precision: str  # "amp": mixed precision (fp16 on CUDA, bf16 on a CPU with native bf16, else fp32)
     runtimes: tuple[str, ...]
     what: str
 
@@ -84,12 +85,18 @@ class CaseSpec:
         return json.dumps(keep, sort_keys=True)
 
 
-def resolve_precision(requested: str | None, mode: str, device: str) -> str:
-    """The precision a case actually runs in (AMP falls back to fp32 on a CPU unless bf16 is asked for)."""
-    asked = requested or MODES[mode].precision
-    if asked == "amp":
-        return "fp16" if device.startswith("cuda") else "fp32"
-    return asked
+def requested_precision(case: CaseSpec) -> str:
+    """What the case asks for: its own precision, else its mode's (``amp`` for the paper's desktop modes)."""
+    return case.precision or MODES[case.mode].precision
+
+
+def case_precision(case: CaseSpec) -> Resolved:
+    """The precision a case runs in on its device and runtime, and why (`vcompile.runtimes.precision`).
+
+    Raises:
+        PrecisionError: the runtime cannot run the precision asked for, or bf16 on a CPU without native bf16.
+    """
+    return resolve_precision(requested_precision(case), case.device, case.runtime, RUNTIMES[case.runtime].runs)
 
 
 def _phase(name: str, done: int = 0, total: int = 0) -> None:
@@ -105,7 +112,11 @@ def run_case(case: CaseSpec):
     """Measure one case in this process and return its `Record` (errors become records, not exceptions)."""
     started = time.perf_counter()
     mode = MODES[case.mode]
-    precision = resolve_precision(case.precision, case.mode, case.device)
+    try:
+        resolved = case_precision(case)
+    except PrecisionError as err:
+        resolved = Resolved(requested_precision(case), str(err))
+    precision = resolved.precision
     batch = case.batch or mode.batch
     if case.threads:
         torch.set_num_threads(case.threads)
@@ -116,12 +127,14 @@ def run_case(case: CaseSpec):
                     batch=batch, input_shape=list(cost.input_shape), device=case.device,
                     threads=threads, warmup=case.warmup, iters=case.iters,
                     timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    requested_precision=case.precision or mode.precision, params=cost.params,
+                    requested_precision=requested_precision(case), precision_reason=resolved.reason,
+                    params=cost.params,
                     gflops=round(cost.flops / 1e9 / batch, 3), gmacs=round(cost.macs / 1e9 / batch, 3),
                     budget_s=case.budget_s, tiny=case.tiny, settings_key=case.settings_key(), env=environment())
     if case.mode == "mobile" and case.device == "cpu":
         record.label = "mobile CPU proxy (this machine's CPU)"
     try:
+        case_precision(case)  # a request that cannot run as asked is refused here, in one line
         if case.build_only:
             _build_artifact(case, precision, batch)
             record.status, record.message = "ok", "built"
@@ -150,7 +163,7 @@ def run_case(case: CaseSpec):
             record.peak_device_reserved_mb = round(torch.cuda.max_memory_reserved() / 2**20, 1)
     except (MemoryError, torch.OutOfMemoryError) as err:
         record.status, record.message = "oom", f"out of memory: {str(err).splitlines()[0][:200] if str(err) else ''}"
-    except _Unsupported as err:
+    except (_Unsupported, PrecisionError) as err:
         record.status, record.message = "unsupported", str(err)
     except VcompileError as err:
         record.status, record.message = "error", str(err)
@@ -221,9 +234,10 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
 
 
 def _build_artifact(case: CaseSpec, precision: str, batch: int):
-    """The case's artifact from the cache (built and verified if missing) and the precision it runs in."""
+    """The case's artifact from the cache (built and verified if missing) and the precision it runs in (the
+    resolved ``precision``, which `case_precision` has checked the target builds)."""
     tgt = get_target(RUNTIMES[case.runtime].target)
-    runs_in = precision if precision in tgt.precisions else "fp32"
+    runs_in = precision
     _phase(f"build {tgt.name}")
     options = BuildOptions(precision=runs_in, batch=batch, seed=case.seed, tiny=case.tiny, frames=case.frames,
                            size=case.size)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..runtimes.precision import FLAGS_OFF_ENV, cpu_flags
 
 __all__ = ["PACKAGES", "package_versions", "usable_cores", "cpu_info", "gpu_info", "git_commit", "environment"]
 
@@ -21,7 +22,7 @@ PACKAGES = ("torch", "torchvision", "timm", "onnx", "onnxscript", "onnxsim", "on
 
 # The instruction sets that decide which kernels a CPU runtime picks (and whether bf16 or int8 run natively).
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
-             "amx_bf16", "amx_int8", "asimd", "sve", "i8mm", "bf16")
+             "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "i8mm", "bf16")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -44,19 +45,23 @@ def usable_cores() -> int:
 
 @lru_cache(maxsize=1)
 def cpu_info() -> dict[str, object]:
-    """CPU model, architecture, cores and the `ISA_FLAGS` it has (Linux's /proc/cpuinfo; empty elsewhere)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """CPU model, architecture, cores and the `ISA_FLAGS` it has, as vcompile sees them (see
+    `vcompile.runtimes.precision.cpu_flags`; flags hidden by its environment variable are named)."""
+    model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in (platform.processor(), platform.machine()):
+            if key.strip() == "model name":
                 model = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = set(value.split())
+                break
     except OSError:
         pass
-    return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(),
+    flags = cpu_flags()
+    info = {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(),
             "usable_cores": usable_cores(), "isa": [f for f in ISA_FLAGS if f in flags]}
+    if os.environ.get(FLAGS_OFF_ENV):
+        info["flags_hidden"] = os.environ[FLAGS_OFF_ENV]
+    return info
 
 
 def gpu_info() -> list[dict[str, object]]:

@@ -70,7 +70,8 @@ class Record:
     schema: str = SCHEMA
     timestamp: str = ""
     target: str | None = None
-    requested_precision: str | None = None
+    requested_precision: str | None = None  # what was asked for ("amp" included); `precision` is what ran
+    precision_reason: str = ""  # why the precision that ran is the one that ran (or why it could not run)
     message: str = ""
     latencies_ms: list[float] = field(default_factory=list)
     iters_timed: int = 0

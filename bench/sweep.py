@@ -18,8 +18,9 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..errors import VcompileError
 from ..runtimes import RUNTIMES
-from .case import MODES, PARENT_ENV, CaseSpec, resolve_precision
+from .case import MODES, PARENT_ENV, CaseSpec, case_precision, requested_precision
 from .environment import environment
 from .records import Record, append_record, check_results_file, read_records
 
@@ -65,11 +66,16 @@ def _oom_kills() -> int | None:
 def _skeleton(case: CaseSpec, status: str, message: str, wall_s: float) -> Record:
     """A record for a case whose process died before it could report."""
     batch = case.batch or MODES[case.mode].batch
+    try:
+        resolved = case_precision(case)
+        precision, reason = resolved.precision, resolved.reason
+    except VcompileError as err:
+        precision, reason = requested_precision(case), str(err)
     return Record(model=case.model, runtime=case.runtime, mode=case.mode, status=status,
-                  precision=resolve_precision(case.precision, case.mode, case.device), batch=batch, input_shape=[],
+                  precision=precision, precision_reason=reason, batch=batch, input_shape=[],
                   device=case.device, threads=case.threads, warmup=case.warmup, iters=case.iters,
                   timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  requested_precision=case.precision or MODES[case.mode].precision, message=message,
+                  requested_precision=requested_precision(case), message=message,
                   budget_s=case.budget_s, tiny=case.tiny, settings_key=case.settings_key(), env=environment(),
                   wall_s=round(wall_s, 2))
 

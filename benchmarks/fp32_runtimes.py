@@ -254,7 +254,7 @@ def main() -> None:
     from vcompile.bench.environment import environment
     from vcompile.zoo import list_models
 
-    models = [m.name for m in list_models()] if args.model == "all" else args.model.split(",")
+    models = list(list_models()) if args.model == "all" else args.model.split(",")
     started, results = time.perf_counter(), []
     args.json.parent.mkdir(parents=True, exist_ok=True)
     part = args.json.with_suffix(".part.json")

@@ -18,7 +18,7 @@ import openvino as ov
 from vcompile.check.parity import build_verified
 from vcompile.compile import BuildOptions
 from vcompile.data import example_input
-from vcompile.runtimes.openvino import fp32_config
+from vcompile.runtimes.openvino import compile_config
 from vcompile.zoo import get_spec
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     for name in args.model.split(","):
         onnx = build_verified(name, "onnx", BuildOptions(batch=1), out=args.out).file()
         ir = build_verified(name, "openvino", BuildOptions(batch=1), out=args.out).file()
-        full, f32 = fp32_config(args.threads), {"INFERENCE_PRECISION_HINT": "f32"}
+        full, f32 = compile_config("fp32", args.threads), {"INFERENCE_PRECISION_HINT": "f32"}
         variants = {"IR full": (ir, full), "IR f32": (ir, f32), "ONNX full": (onnx, full), "ONNX f32": (onnx, f32),
                     "IR f32+latency": (ir, {**f32, "PERFORMANCE_HINT": "LATENCY"})}
         clip = example_input(get_spec(name).input_shape(1), 1).numpy()

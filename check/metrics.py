@@ -29,12 +29,14 @@ class Tolerance:
     min_cosine: float
     elementwise: bool  # fp16/bf16 artifacts are judged by cosine and top-1, not by elementwise closeness
     scaled_atol: bool = False  # atol is per unit of logit scale (see above); an atol the user states is absolute
+    min_top5: float = 0.0  # the least mean top-5 overlap with the reference (the int8 gate)
 
 
 TOLERANCES = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999, elementwise=True, scaled_atol=True),
     "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.999, elementwise=False),
     "bf16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, elementwise=False),
+    "int8": Tolerance(atol=1e-1, rtol=1e-1, min_cosine=0.99, elementwise=False, min_top5=0.8),
 }
 
 
@@ -124,5 +126,7 @@ def compare_logits(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Agreemen
         reasons.append(f"cosine {cosine:.6f} below {tol.min_cosine}")
     if disagreements:
         reasons.append(f"top-1 differs on {disagreements} of {len(rows)} clips")
+    if top5 < tol.min_top5:
+        reasons.append(f"top-5 overlap {top5:.2f} below {tol.min_top5}")
     return Agreement(max_abs, max_rel, cosine, float(agree.mean()) if len(rows) else 1.0, top5, int(tie.sum()),
                      disagreements, smallest_atol, not reasons, "; ".join(reasons), worst_scale)

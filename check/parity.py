@@ -23,6 +23,7 @@ from ..compile import Artifact, BuildContext, BuildOptions, build, get_target
 from ..data import check_seed, clip_set, load_clip
 from ..errors import VcompileError
 from ..runtimes import RUNTIMES, load, resolve_runtime
+from ..runtimes.precision import native_bf16
 from ..zoo import create_model
 from .localize import localize_onnx
 from .metrics import TOLERANCES, Agreement, Tolerance, compare_logits
@@ -85,23 +86,28 @@ def check_runtime(artifact_or_model, runtime: str, inputs: list[torch.Tensor], r
 
 
 def verify_build(artifact: Artifact, ctx: BuildContext) -> dict[str, Any]:
-    """A fresh artifact against PyTorch on the build's check clips, in its runtime (the manifest's ``parity``).
+    """A fresh artifact against PyTorch on the build's check clips, in its runtime (the manifest's ``parity``):
+    fp32 parity on the traced example, or, for a reduced precision, the accuracy gate on held-apart clips at that
+    precision's thresholds (`vcompile.check.metrics.TOLERANCES`).
 
     ``status`` is ``pass`` or ``fail`` with the agreement, ``error`` with the reason when the runtime cannot load
-    or run the artifact, or ``not run`` when the runtime cannot run on this machine (Core ML off macOS).
+    or run the artifact, or ``not run`` when the runtime cannot run on this machine (Core ML off macOS; a bf16
+    artifact of a CPU runtime on a CPU without native bf16, which would only emulate it).
     """
     runtime = artifact.manifest["runtime"]
     availability = RUNTIMES[runtime].probe()
     if not availability.can_run:
         return {"status": "not run", "runtime": runtime, "reason": availability.detail}
-    reference = np.concatenate([r.float().numpy() for r in ctx.reference()])
     precision = artifact.manifest["options"]["precision"]
+    if precision == "bf16" and RUNTIMES[runtime].default_device == "cpu" and not native_bf16()[0]:
+        return {"status": "not run", "runtime": runtime, "reason": f"{native_bf16()[1]}; check it on one that has"}
+    reference = np.concatenate([r.float().numpy() for r in ctx.reference()])
     try:
         agreement = check_runtime(artifact, runtime, ctx.check_inputs, reference, TOLERANCES[precision],
                                   precision=precision, threads=torch.get_num_threads())
     except VcompileError as err:
         return {"status": "error", "runtime": runtime, "reason": str(err)}
-    return {"status": "pass" if agreement.passed else "fail", "runtime": runtime,
+    return {"status": "pass" if agreement.passed else "fail", "runtime": runtime, "clips": ctx.check_set,
             "batches": [int(x.shape[0]) for x in ctx.check_inputs], **agreement.to_dict()}
 
 

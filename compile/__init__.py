@@ -33,10 +33,11 @@ try:
 except ImportError:  # Windows: builds of one key are not serialised across processes
     fcntl = None
 
-from ..data import check_seed, example_input
+from ..data import check_seed, clip_set, example_input
 from ..errors import InvalidShapeError, VcompileError, WeightsError
 from ..zoo import build_args, create_model, get_spec
 from .base import (
+    CALIBRATION_CLIPS,
     PRECISIONS,
     UNVERIFIED,
     Artifact,
@@ -57,7 +58,7 @@ from .cache import (
     write_manifest,
 )
 
-__all__ = ["PRECISIONS", "UNVERIFIED", "Artifact", "BuildContext", "BuildOptions", "BuildError", "Target",
+__all__ = ["PRECISIONS", "CALIBRATION_CLIPS", "GATE_BATCHES", "UNVERIFIED", "Artifact", "BuildContext", "BuildOptions", "BuildError", "Target",
            "TargetResult", "Verifier", "TARGET_NAMES", "get_target", "resolve_target", "resolve_targets", "build",
            "DEFAULT_OUT"]
 
@@ -117,20 +118,32 @@ def _weights_identity(weights: str | None) -> str | None:
     return file_sha256(path)
 
 
-def _check_inputs(tgt: Target, shape: tuple[int, ...], seed: int) -> list[torch.Tensor]:
-    """The clips a build is verified on: the example, and another batch for targets with a dynamic batch."""
-    inputs = [example_input(shape, seed)]
+# How many held-apart batches a reduced-precision artifact's accuracy gate compares (each at the build batch).
+GATE_BATCHES = 4
+
+
+def _check_inputs(tgt: Target, shape: tuple[int, ...], options: BuildOptions) -> tuple[str, list[torch.Tensor]]:
+    """The clip set and the clips a build is verified on. fp32: the example, and another batch for targets with a
+    dynamic batch. Reduced precision: `GATE_BATCHES` held-apart batches (never calibration clips), plus a batch of
+    another size for targets with a dynamic batch."""
+    other = (1 if shape[0] > 1 else 2, *shape[1:])
+    if options.precision == "fp32":
+        inputs = [example_input(shape, options.seed)]
+        if tgt.dynamic_batch:
+            inputs.append(example_input(other, options.seed + 1))
+        return "trace", inputs
+    inputs = clip_set("held_apart", shape, GATE_BATCHES, options.seed)
     if tgt.dynamic_batch:
-        inputs.append(example_input((1 if shape[0] > 1 else 2, *shape[1:]), seed + 1))
-    return inputs
+        inputs += clip_set("held_apart", other, 1, options.seed + GATE_BATCHES)
+    return "held_apart", inputs
 
 
 def _context(spec_name: str, tgt: Target, shape: tuple[int, ...], options: BuildOptions, out_dir: Path,
              out: Path, dependency: Artifact | None, log: Callable[[str], None],
              explain: Callable[[str, str, dict], None] | None) -> BuildContext:
-    inputs = _check_inputs(tgt, shape, options.seed)
-    return BuildContext(model=None, example=inputs[0], options=options, out_dir=out_dir, dependency=dependency,
-                        log=log, cache_root=Path(out), check_inputs=inputs,
+    check_set, inputs = _check_inputs(tgt, shape, options)
+    return BuildContext(model=None, example=example_input(shape, options.seed), options=options, out_dir=out_dir,
+                        dependency=dependency, log=log, cache_root=Path(out), check_inputs=inputs, check_set=check_set,
                         explain=(lambda e: explain(spec_name, tgt.name, e)) if explain else (lambda e: None))
 
 
@@ -213,9 +226,10 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
     _check_fits_in_memory(spec.name, shape)
 
     dependency = None
-    if tgt.depends_on:
-        dependency = build(spec.name, tgt.depends_on, BuildOptions(**{**options.to_dict(), "precision": "fp32"}),
-                           out=out, force=False, log=log)
+    source = tgt.int8_from if options.precision == "int8" and tgt.int8_from else tgt.depends_on
+    if source:
+        dependency = build(spec.name, source, BuildOptions(**{**options.to_dict(), "precision": "fp32"}),
+                           out=out, force=False, log=log, verify=verify)
     key, key_inputs = cache_key({
         "model": args, "target": tgt.name, "input_shape": shape,
         "options": {k: v for k, v in options.to_dict().items() if k != "weights"},

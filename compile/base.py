@@ -14,10 +14,22 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "UNVERIFIED", "BuildOptions", "Target", "BuildContext", "TargetResult", "Artifact",
+from ..data import clip_set
+
+__all__ = ["PRECISIONS", "PRECISION_NOTES", "CALIBRATION_CLIPS", "UNVERIFIED", "BuildOptions", "Target", "BuildContext", "TargetResult", "Artifact",
            "Verifier", "module_path"]
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+# Numeric precisions, as data: what each means is in `PRECISION_NOTES`; which targets build and which runtimes run
+# each is in `Target.precisions` and `Runner.precisions`; int8 and the float16s are judged by the accuracy gate.
+PRECISION_NOTES = {
+    "fp32": "32-bit float, the reference every artifact is checked against",
+    "fp16": "IEEE half precision: CUDA (TensorRT, autocast), Core ML; on a CPU only where a runtime says so",
+    "bf16": "bfloat16: CUDA, and CPUs with native bf16 (AVX-512 BF16, AMX, Arm BF16); never emulated",
+    "int8": "8-bit integers by post-training quantization on calibration clips, behind the accuracy gate",
+}
+PRECISIONS = tuple(PRECISION_NOTES)
+# Seeded clips an int8 build calibrates on, from `vcompile.data`'s "calibration" set (the gate never sees them).
+CALIBRATION_CLIPS = 8
 # The manifest's "parity" of an artifact built without a verifier (`vcompile.compile.build` called on its own).
 UNVERIFIED = {"status": "unverified", "reason": "built without a verifier; vcompile's commands verify every build"}
 
@@ -78,9 +90,11 @@ class TargetResult:
 class BuildContext:
     """What a target's build function receives. Files go into ``out_dir``; time stages with ``stage``.
 
-    ``check_inputs`` are the seeded clips a build is verified on: the example at the build batch and, for targets
-    with a dynamic batch, a second clip at another batch. `reference` gives the PyTorch outputs on them, computed
-    once per build however often the build is verified.
+    ``check_inputs`` are the seeded clips a build is verified on (``check_set`` names their set in
+    `vcompile.data.CLIP_SETS`): for fp32, the example at the build batch and, for targets with a dynamic batch, a
+    second clip at another batch; for a reduced precision, the accuracy gate's ``held_apart`` clips, which no
+    calibration ever sees. `reference` gives the PyTorch outputs on them, computed once per build however often the
+    build is verified.
     """
 
     model: nn.Module  # eval mode, fp32, on the CPU, seeded or loaded weights
@@ -95,6 +109,7 @@ class BuildContext:
     # accelerator (`vcompile build --explain`); the same dict goes into the manifest's info as "explain".
     explain: Callable[[dict[str, Any]], None] = lambda explanation: None
     check_inputs: list[torch.Tensor] = field(default_factory=list)
+    check_set: str = "trace"
     # Set by `vcompile.compile.build`: checks the files written so far (role -> name) and returns the manifest's
     # "parity" entry; `UNVERIFIED` when the build has no verifier.
     verify: Callable[[dict[str, str]], dict[str, Any]] = lambda files: dict(UNVERIFIED)
@@ -109,6 +124,11 @@ class BuildContext:
             yield
         finally:
             self.stages[name] = round(time.perf_counter() - start, 3)
+
+    def calibration(self) -> list[torch.Tensor]:
+        """The clips an int8 build calibrates on: `CALIBRATION_CLIPS` of the "calibration" set, one clip each
+        (batch 1), for the build's seed; never the gate's held-apart clips."""
+        return clip_set("calibration", (1, *self.example.shape[1:]), CALIBRATION_CLIPS, self.options.seed)
 
     def reference(self) -> list[torch.Tensor]:
         """PyTorch eager fp32 outputs on ``check_inputs`` (computed on first use, then reused)."""
@@ -132,6 +152,8 @@ class Target:
         default_precision: the precision built when none is asked for (coreml: fp16).
         runtime: the runtime that runs its artifacts.
         depends_on: a target whose artifact it is built from.
+        int8_from: for an int8 build, the target whose fp32 artifact it quantizes (``ctx.dependency``), where that
+            differs from ``depends_on`` (onnx quantizes its own fp32 graph).
         dynamic_batch: whether its artifacts take other batches than the one built for (verified at two).
         needs: why it cannot build here beyond missing packages (e.g. no GPU); None if it can.
     """
@@ -145,6 +167,7 @@ class Target:
     precisions: tuple[str, ...] = ("fp32",)
     default_precision: str = "fp32"
     depends_on: str | None = None
+    int8_from: str | None = None
     dynamic_batch: bool = False
     needs: Callable[[], str | None] = lambda: None
 

@@ -14,6 +14,13 @@ localization); onnxsim's simplification of it is ``model.onnx``, the file runtim
 the dynamic batch, the exported graph is kept as the simplified one and the reason recorded. The manifest holds
 node counts and op-type histograms of both.
 
+int8 graphs are the fp32 artifact's graph (``ctx.dependency``, built and verified first) quantized by onnxruntime's
+static post-training quantizer: QDQ format, the inputs of convolutions and matrix products only (where the
+arithmetic is; normalisations, softmax and additions stay float), weights int8 per output channel, activations
+uint8 per tensor from min-max ranges observed on the build's calibration clips (`BuildContext.calibration`), never
+on the gate's clips. When the gate fails, the nodes whose inputs lose most to quantization stay float (see
+`int8_sensitivity`). The manifest names the quantizer's settings, the calibration clips and what stayed float.
+
 fp16 graphs are exported from a half-precision copy of the model wrapped in casts, so the graph's input and
 output stay float32 and every runner feeds the same clip. Models whose weights pass `EXTERNAL_DATA_BYTES` are
 saved with their tensors in ``<file>.data`` beside the graph (protobuf cannot hold more than 2 GB).
@@ -24,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import re
 import tempfile
 import time
@@ -40,7 +48,7 @@ from ..errors import VcompileError
 from .base import BuildContext, Target, TargetResult
 
 __all__ = ["OPSET", "EXPORTERS", "EXTERNAL_DATA_BYTES", "MODEL_FILE", "EXPORTED_FILE", "exporter_order",
-           "export_onnx", "check_onnx", "simplify_onnx", "op_histogram", "build",
+           "export_onnx", "check_onnx", "simplify_onnx", "op_histogram", "quantize_int8", "build",
            "TARGET"]
 
 OPSET = 18
@@ -204,8 +212,157 @@ def _remove(path: Path) -> None:
     _data_file(path).unlink(missing_ok=True)
 
 
+# Accuracy-aware int8: when the gate fails, the most sensitive of these nodes stay float, a doubling number at a
+# time, until the gate passes or this share of them is float (then the artifact is kept, marked failed).
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+MAX_FLOAT_SHARE = 0.25
+
+
+@contextlib.contextmanager
+def _temporary_files_in(folder: str):
+    """Point Python's temporary files (the quantizer's calibration graphs) into ``folder`` for a while, so that a
+    build writes nowhere but its own staging folder."""
+    before = tempfile.tempdir
+    tempfile.tempdir = folder
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+
+
+def quantize_int8(source: Path, dest: Path, clips: list[torch.Tensor], exclude: tuple[str, ...] = (),
+                  scratch: Path | None = None) -> dict[str, Any]:
+    """Quantize the fp32 graph ``source`` to a QDQ int8 graph at ``dest`` (see the module's docstring); the nodes
+    named in ``exclude`` stay float. Returns the settings for the manifest."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
+        quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Clips(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.remaining = iter(clips)
+
+        def get_next(self) -> dict | None:
+            clip = next(self.remaining, None)
+            return None if clip is None else {INPUT_NAME: clip.numpy()}
+
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp, _temporary_files_in(tmp):
+        prepared = Path(tmp) / "prepared.onnx"
+        try:  # shape inference and graph optimisation the quantizer works best on; skipped if it cannot run
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        except Exception as err:  # noqa: BLE001 - the quantizer still works on the graph as it is
+            prepared, prepared_note = source, f"pre-processing skipped: {_why(err)}"
+        else:
+            prepared_note = "shape inference and graph optimisation (quant_pre_process)"
+        root = logging.getLogger()  # the quantizer logs a warning per LayerNorm weight it leaves per tensor
+        level, root.level = root.level, max(root.level, logging.ERROR)
+        try:
+            quantize_static(str(prepared), str(dest), Clips(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude),
+                            op_types_to_quantize=list(QUANTIZED_OPS),
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        finally:
+            root.level = level
+    return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "quantized_ops": list(QUANTIZED_OPS),
+            "weights": "int8 per channel",
+            "activations": "uint8 per tensor, min-max", "calibration": {"set": "calibration", "clips": len(clips)},
+            "prepare": prepared_note, "kept_float": list(exclude)}
+
+
+def int8_sensitivity(float_path: Path, qdq_path: Path, clip: torch.Tensor, scratch: Path) -> dict[str, float]:
+    """How much quantizing each node's inputs costs, as a signal-to-quantization-noise ratio in dB (lower is
+    worse): the worst of its activations' (each tensor before and after its quantize-dequantize pair in the int8
+    graph, on one calibration clip) and its weight's (fp32 against dequantized int8), from onnxruntime's
+    ``qdq_loss_debug``. The nodes with the lowest ratios are the ones to keep float."""
+    import onnx
+    from onnxruntime.quantization.calibrate import CalibrationDataReader
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_signal_to_quantization_noice_ratio,
+        compute_weight_error,
+        create_activation_matching,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    class One(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.remaining = iter([{INPUT_NAME: clip.numpy()}])
+
+        def get_next(self) -> dict | None:
+            return next(self.remaining, None)
+
+    augmented = scratch / "qdq.augmented.onnx"
+    modify_model_output_intermediate_tensors(str(qdq_path), str(augmented))
+    try:
+        activations = collect_activations(str(augmented), One())
+    finally:
+        _remove(augmented)
+    snr = {name: compute_signal_to_quantization_noice_ratio(pair["pre_qdq"], pair["post_qdq"])
+           for name, pair in create_activation_matching(activations).items()
+           if pair.get("pre_qdq") is not None and pair.get("post_qdq") is not None}
+    snr.update(compute_weight_error(create_weight_matching(str(float_path), str(qdq_path))))
+    ratios = {}
+    for node in onnx.load(str(float_path), load_external_data=False).graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            found = [snr[i] for i in node.input if i in snr]
+            if found:
+                ratios[node.name] = float(min(found))
+    return ratios
+
+
+def _build_int8(ctx: BuildContext) -> TargetResult:
+    """Quantize the fp32 artifact's graph; if the gate fails, keep the most sensitive nodes float (see
+    `MAX_FLOAT_SHARE`) and quantize again. The manifest names every attempt and what stayed float."""
+    if ctx.dependency is None:
+        raise RuntimeError("an int8 onnx build quantizes the fp32 onnx artifact, and none was given")
+    source, dest, clips = ctx.dependency.file("model"), ctx.out_dir / MODEL_FILE, ctx.calibration()
+    with ctx.stage("quantize"):
+        info = quantize_int8(source, dest, clips, scratch=ctx.out_dir)
+    parity = ctx.verify({"model": MODEL_FILE})
+    attempts = [{"kept_float": 0, "status": parity["status"], "cosine": parity.get("cosine")}]
+    if parity["status"] == "fail":
+        with ctx.stage("sensitivity"):
+            drops = int8_sensitivity(source, dest, clips[0], ctx.out_dir)
+        ranked = sorted(drops, key=drops.get)  # the lowest signal-to-noise ratio first
+        limit = max(1, int(len(ranked) * MAX_FLOAT_SHARE))
+        for count in _doubling(limit):
+            if parity["status"] != "fail":
+                break
+            with ctx.stage(f"quantize, {count} float"):
+                info = quantize_int8(source, dest, clips, tuple(ranked[:count]), scratch=ctx.out_dir)
+            parity = ctx.verify({"model": MODEL_FILE})
+            attempts.append({"kept_float": count, "status": parity["status"], "cosine": parity.get("cosine")})
+        info["snr_db"] = {name: round(drops[name], 2) for name in info["kept_float"]}
+    info["accuracy_aware"] = {"attempts": attempts, "quantized_nodes": sum(
+        1 for n in _nodes(source) if n in QUANTIZED_OPS), "max_float_share": MAX_FLOAT_SHARE}
+    histogram = op_histogram(dest)
+    info.update(fp32={"key": ctx.dependency.key}, ops=histogram, nodes=sum(histogram.values()),
+                io={"input": INPUT_NAME, "output": OUTPUT_NAME, "dtype": "float32", "dynamic_axes": {"batch": 0}})
+    return TargetResult(files={"model": MODEL_FILE}, info=info, parity=parity)
+
+
+def _doubling(limit: int) -> list[int]:
+    """1, 2, 4, ... below ``limit``, then ``limit``."""
+    counts = [1]
+    while counts[-1] * 2 < limit:
+        counts.append(counts[-1] * 2)
+    return counts + [limit] if counts[-1] < limit else counts
+
+
+def _nodes(path: Path) -> list[str]:
+    """The op types of a graph's nodes, in order."""
+    import onnx
+
+    return [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]
+
+
 def build(ctx: BuildContext) -> TargetResult:
-    """Export (with exporter fallback), check, simplify, and verify the graph that runtimes load."""
+    """Export (with exporter fallback), check, simplify, and verify the graph that runtimes load; for int8,
+    quantize the fp32 artifact's graph."""
+    if ctx.options.precision == "int8":
+        return _build_int8(ctx)
     choice = ctx.options.exporter
     order = exporter_order(choice)
     precision = ctx.options.precision
@@ -284,6 +441,7 @@ TARGET = Target(
     versions=_versions,
     runtime="onnxruntime",
     requires=("onnx", "onnxsim", "onnxruntime"),
-    precisions=("fp32", "fp16"),
+    precisions=("fp32", "fp16", "int8"),
+    int8_from="onnx",
     dynamic_batch=True,
 )

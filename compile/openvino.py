@@ -2,8 +2,9 @@
 
 The IR is built from the onnx target's simplified graph (``depends_on="onnx"``), so OpenVINO runs exactly the graph
 that onnxruntime was checked on, with the weights kept in fp32 (`ov.save_model` would compress them to fp16 by
-default). The batch stays dynamic, as in the ONNX file. Precision is chosen when the runtime compiles the IR: the
-runner asks for f32 execution and reads back what the compiled model runs.
+default). The batch stays dynamic, as in the ONNX file. Precision is chosen when the runtime compiles the IR: a bf16
+artifact is the same fp32 IR under its own cache key and manifest, and the runner asks for the artifact's precision
+(f32 or bf16) and reads back what the compiled model runs.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ TARGET = Target(
     runtime="openvino",
     requires=("openvino",),
     extra="openvino",
-    precisions=("fp32",),
+    precisions=("fp32", "bf16"),
     depends_on="onnx",
     dynamic_batch=True,
 )

@@ -47,11 +47,11 @@ class Device:
 
 @dataclass(frozen=True)
 class Series:
-    """Records that are compared with each other: one mode, one runtime, one precision setting."""
+    """Records that are compared with each other: one mode, one runtime, one precision that ran."""
 
     mode: str
     runtime: str
-    setting: str  # the requested precision ("amp" = the protocol's mixed precision, fp16 on CUDA, fp32 on a CPU)
+    setting: str  # the precision that ran (never the one requested: "amp" is fp16, bf16 or fp32 by device)
     tiny: bool = False
 
     @property
@@ -146,8 +146,13 @@ def device_of(record: Record) -> Device:
 
 
 def series_of(record: Record) -> Series:
+    return Series(record.mode, record.runtime, record.precision, bool(record.tiny))
+
+
+def requested_of(record: Record) -> str:
+    """What the record's case asked for (records older than the field asked for their mode's precision)."""
     default = MODES[record.mode].precision if record.mode in MODES else record.precision
-    return Series(record.mode, record.runtime, record.requested_precision or default, bool(record.tiny))
+    return record.requested_precision or default
 
 
 def measured(records: Iterable[Record]) -> list[Record]:
@@ -188,12 +193,13 @@ def average_over_devices(rows: Iterable[LatencyRow]) -> list[AverageRow]:
 
 
 def paper_records(records: Iterable[Record]) -> list[Record]:
-    """Records of the paper's desktop protocol: native PyTorch, train/batch/single, the mode's own precision.
+    """Records of the paper's desktop protocol: native PyTorch, train/batch/single, asked for the mode's own
+    precision (amp; the precision it ran in names their series).
 
     If both tiny and full-size variants were measured, only the full-size ones are kept.
     """
     chosen = [r for r in records if r.runtime == "torch" and r.mode in PAPER_MODES
-              and series_of(r).setting == MODES[r.mode].precision]
+              and requested_of(r) == MODES[r.mode].precision]
     if any(not r.tiny for r in chosen):
         chosen = [r for r in chosen if not r.tiny]
     return chosen
@@ -225,18 +231,20 @@ def memory_table(records: Iterable[Record]) -> dict[Device, dict[str, dict[str, 
 
 def summary_points(averages: Iterable[AverageRow], records: Iterable[Record]) -> list[SummaryPoint]:
     """The summary figure's points: relative latency averaged over train, batch and single (each already
-    averaged over devices) against the paper's accuracy normalised per dataset and averaged over SSV2 and EK100."""
+    averaged over devices) against the paper's accuracy normalised per dataset and averaged over SSV2 and EK100.
+    Where one mode ran in several precisions (amp: fp16 on the GPUs, bf16 or fp32 on the CPUs), its figure is the
+    mean of those series, as it is the mean of devices within one."""
     keep = {series_of(r) for r in paper_records(records)}
-    per_model: dict[str, dict[str, float]] = defaultdict(dict)
+    per_model: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for a in averages:
         if a.series in keep:
-            per_model[a.model][a.series.mode] = a.relative
+            per_model[a.model][a.series.mode].append(a.relative)
     points = []
     for model, by_mode in per_model.items():
         accuracy = normalised_accuracy(model)
         if accuracy is not None:
             modes = tuple(m for m in PAPER_MODES if m in by_mode)
-            points.append(SummaryPoint(model, mean(by_mode[m] for m in modes), modes, accuracy))
+            points.append(SummaryPoint(model, mean(mean(by_mode[m]) for m in modes), modes, accuracy))
     return sorted(points, key=lambda p: (p.relative, p.model))
 
 

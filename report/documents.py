@@ -174,7 +174,7 @@ def _load_records(result_files: list[Path]) -> tuple[dict[Path, list[Record]], i
 def _latency_sections(doc: _Doc, rows: list[LatencyRow], averages: list[AverageRow], out_dir: Path,
                       written: dict[str, Path]) -> None:
     doc.heading(2, "Relative latency (the paper's figures 2-5)")
-    doc.para("Per device, mode, runtime and precision setting, the fastest model's mean latency is 1.0 and every "
+    doc.para("Per device, mode, runtime and the precision that ran, the fastest model's mean latency is 1.0 and every "
              "other model is its mean divided by that one's. With several devices each model's figure is the "
              "arithmetic mean of its per-device figures over the devices that measured it (the devices column). "
              "The paper measured train, batch and single with native PyTorch (runtime torch) and mobile with "

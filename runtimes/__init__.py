@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..compile import get_target
 from ..compile.coreml import import_coremltools  # imports coremltools only when called (it warns loudly)
 from ..errors import VcompileError
 from .base import Runner, RunnerError, TensorMetadata
@@ -75,6 +76,14 @@ class RuntimeInfo:
     def precisions(self) -> tuple[str, ...]:
         """Precisions it executes; for an artifact runtime, the artifact's own (see `precision_from_artifact`)."""
         return self.runner_class.precisions
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The precisions a case of this runtime can run in: its runner's, less those its target cannot build."""
+        if self.target is None:
+            return self.precisions
+        built = get_target(self.target).precisions
+        return tuple(p for p in self.precisions if p in built)
 
     @property
     def precision_from_artifact(self) -> bool:

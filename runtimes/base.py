@@ -193,8 +193,8 @@ class Runner:
             raise RunnerError(f"{runtime} runs {_either(cls.precisions)} artifacts; this one is {built}")
         if precision is not None and precision != built:
             raise RunnerError(f"{runtime} runs an artifact in the precision it was built in: this one is {built}, "
-                              f"not {precision}; pass precision={built!r} (or None), or build a {precision} "
-                              "artifact")
+                              f"not {precision}; pass precision={built!r} (or None), or build the artifact in "
+                              f"{precision}")
         return parsed, built, threads
 
     # The contract -------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ class OnnxRuntimeRunner(Runner):
 
     name = "onnxruntime"
     devices = ("cpu", "cuda")
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
     precision_from_artifact = True
     thread_control = True  # intra-op threads of the session
     shape_fix = "give a clip of that shape, or rebuild the artifact for it"

@@ -2,10 +2,12 @@
 
 Settings, all stated and read back from the compiled model (`OpenVinoRunner.settings`): the thread count
 (``INFERENCE_NUM_THREADS``), the latency performance hint (one request, one stream: what batch-1 and batch
-inference time), and f32 execution. Left to its defaults, OpenVINO's CPU plugin runs in bf16 on a CPU that has
-native bf16 (AVX-512 BF16, AMX), and may quantize the activations of matrix products to int8 on the fly
-(``DYNAMIC_QUANTIZATION_GROUP_SIZE``); for an fp32 artifact both are turned off, so that it computes what PyTorch
-fp32 computes. The precision that runs is read back, never assumed.
+inference time), and the execution precision of the artifact: f32 for an fp32 artifact, bf16 for a bf16 one
+(the same fp32 IR, compiled to run in bf16; only on a CPU with native bf16). Left to its defaults, OpenVINO's CPU
+plugin runs in bf16 on a CPU that has native bf16 (AVX-512 BF16, AMX), and may quantize the activations of matrix
+products to int8 on the fly (``DYNAMIC_QUANTIZATION_GROUP_SIZE``); vcompile states the precision and turns the
+dynamic quantization off, so that an artifact computes in the precision its manifest names. The precision that runs
+is read back, never assumed: a compiled model that would run another one is refused.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ import numpy as np
 
 from .base import Runner, RunnerError, TensorMetadata
 
-__all__ = ["OpenVinoRunner", "fp32_config"]
+__all__ = ["OpenVinoRunner", "compile_config", "OV_PRECISION"]
 
 _TYPES = {"f32": np.float32, "f16": np.float16, "f64": np.float64, "i64": np.int64, "i32": np.int32}
 
 
-def fp32_config(threads: int | None) -> dict[str, object]:
-    """The compile configuration of an fp32 artifact on the CPU."""
-    config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # vcompile's precision -> OpenVINO's INFERENCE_PRECISION_HINT
+
+
+def compile_config(precision: str, threads: int | None) -> dict[str, object]:
+    """The CPU compile configuration of an artifact of ``precision`` (fp32 or bf16)."""
+    config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
                                  "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
@@ -36,11 +41,11 @@ def _text(value: object) -> str:
 
 
 class OpenVinoRunner(Runner):
-    """OpenVINO on the CPU, fp32, latency hint; the artifact's precision is what runs."""
+    """OpenVINO on the CPU, latency hint; the artifact's precision (fp32 or bf16) is what runs."""
 
     name = "openvino"
     devices = ("cpu",)
-    precisions = ("fp32",)
+    precisions = ("fp32", "bf16")
     precision_from_artifact = True
     thread_control = True  # INFERENCE_NUM_THREADS
     shape_fix = "give a clip of that shape, or rebuild the artifact for it"
@@ -51,7 +56,7 @@ class OpenVinoRunner(Runner):
         core = ov.Core()
         try:
             model = core.read_model(str(self.source.file("model")), str(self.source.file("weights")))
-            self.compiled = core.compile_model(model, "CPU", fp32_config(self.threads))
+            self.compiled = core.compile_model(model, "CPU", compile_config(self.precision, self.threads))
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
             raise RunnerError(f"OpenVINO {ov.__version__} cannot load {self.source.file('model')}: {first}; "
@@ -59,9 +64,10 @@ class OpenVinoRunner(Runner):
         self.settings = {name: _text(self.compiled.get_property(name)) for name in
                          ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
                           "DYNAMIC_QUANTIZATION_GROUP_SIZE", "EXECUTION_MODE_HINT")}
-        if self.settings["INFERENCE_PRECISION_HINT"] != "f32":
-            raise RunnerError(f"OpenVINO compiled the fp32 artifact to run in "
-                              f"{self.settings['INFERENCE_PRECISION_HINT']}, not f32")
+        ran, wanted = self.settings["INFERENCE_PRECISION_HINT"], OV_PRECISION[self.precision]
+        if ran != wanted:
+            raise RunnerError(f"OpenVINO compiled the {self.precision} artifact to run in {ran}, not {wanted}"
+                              + (": this CPU has no native bf16" if wanted == "bf16" else ""))
         self.request = self.compiled.create_infer_request()
 
     def get_input_metadata_impl(self) -> dict[str, TensorMetadata]:

@@ -40,7 +40,8 @@ class TorchRunner(Runner):
         self.module = self.prepare(self.source.eval().to(self.device))
         self.settings = {"intra_op_threads": str(torch.get_num_threads()),
                          "inter_op_threads": str(torch.get_num_interop_threads()),
-                         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset")}
+                         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+                         "autocast": "off" if self.precision == "fp32" else self.precision}
 
     def get_input_metadata_impl(self) -> dict[str, TensorMetadata]:
         args = getattr(self.source, "build_args", None) or {}

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vcompile.bench import sweep
-from vcompile.bench.case import CaseSpec, resolve_precision
+from vcompile.bench.case import CaseSpec, case_precision
+from vcompile.runtimes import precision as prec
 from vcompile.bench.records import LatencyStats, Record, append_record, read_records
 from vcompile.errors import VcompileError
 
@@ -27,11 +28,13 @@ def test_latency_stats_match_numpy():
     assert stats.cv == pytest.approx(np.std(values, ddof=1) / np.mean(values))
 
 
-def test_amp_falls_back_to_fp32_on_cpu():
-    assert resolve_precision(None, "single", "cpu") == "fp32"
-    assert resolve_precision(None, "single", "cuda") == "fp16"
-    assert resolve_precision("bf16", "train", "cpu") == "bf16"
-    assert resolve_precision(None, "mobile", "cuda") == "fp32"
+def test_amp_is_fp16_on_cuda_and_fp32_on_a_cpu_without_bf16(monkeypatch):
+    monkeypatch.setenv(prec.FLAGS_OFF_ENV, ",".join(prec.BF16_FLAGS))
+    assert case_precision(TINY).precision == "fp32"
+    assert case_precision(CaseSpec(model="x3d-xs", runtime="torch", mode="single", device="cuda")).precision == "fp16"
+    assert case_precision(CaseSpec(model="x3d-xs", runtime="torch", mode="train", device="cuda",
+                                   precision="bf16")).precision == "bf16"
+    assert case_precision(CaseSpec(model="x3d-xs", runtime="executorch", mode="mobile")).precision == "fp32"
 
 
 def test_plan_follows_the_protocol():
@@ -39,12 +42,15 @@ def test_plan_follows_the_protocol():
     assert [(c.runtime, c.mode) for c in cases] == [("torch", "train"), ("torch", "single"), ("ptl", "mobile")]
 
 
-def test_a_case_measures_in_its_own_process(tmp_path):
+def test_a_case_measures_in_its_own_process(tmp_path, monkeypatch):
+    monkeypatch.setenv(prec.FLAGS_OFF_ENV, ",".join(prec.BF16_FLAGS))  # amp is then fp32 on any CPU
     record = sweep.run_case_isolated(TINY, timeout_s=300)
     assert record.status == "ok", record.message
     assert record.iters_timed == 3 and len(record.latencies_ms) == 3
     assert record.mean_ms == pytest.approx(np.mean(record.latencies_ms), rel=1e-3)
     assert record.precision == "fp32" and record.requested_precision == "amp"
+    assert record.precision_reason.startswith("amp on a CPU: this CPU has no native bf16") and "so fp32" in record.precision_reason
+    assert record.env["cpu"]["flags_hidden"] == ",".join(prec.BF16_FLAGS)
     assert record.input_shape == [1, 3, 4, 64, 64] and record.params > 0
     assert record.peak_host_mb > 100 and record.env["packages"]["torch"]
     assert record.first_run_ms is not None and record.first_run_ms > 0  # the first call, outside the timed runs

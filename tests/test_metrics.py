@@ -79,3 +79,13 @@ def test_unit_scale_logits_are_judged_exactly_as_allclose():
         got = ref + err * rng.choice([-1.0, 1.0], size=ref.shape)
         assert compare_logits(ref, got, FP32).passed == bool(np.allclose(got, ref, atol=1e-4, rtol=1e-3))
         assert compare_logits(ref, got, FP32).scale == 1.0
+
+
+def test_int8_gate_needs_the_top5_classes_too():
+    ref = np.tile(5.0 + np.arange(400.0)[::-1] / 400, (2, 1))  # classes 0-4 on top, in order
+    got = ref.copy()
+    got[:, [3, 4, 10, 11]] = got[:, [10, 11, 3, 4]]  # two of the top five replaced: overlap 0.6
+    a = compare_logits(ref, got, TOLERANCES["int8"])
+    assert a.top1 == 1.0 and a.cosine > 0.99 and a.top5 == 0.6
+    assert not a.passed and "top-5 overlap 0.60 below 0.8" in a.reason
+    assert compare_logits(ref, ref + 0.01, TOLERANCES["int8"]).passed

@@ -119,15 +119,32 @@ def test_relative_latency_is_the_ratio_to_the_fastest_model_per_device(records):
     assert gpu_single["mvit-s"].mean_ms == pytest.approx(4.0) and gpu_single["mvit-s"].precision == "fp16"
 
 
+def test_series_are_the_precision_that_ran_not_the_one_requested(records):
+    # every record asked for amp: the GPU ran fp16, the CPU fp32, and they are two series, never averaged together
+    averages = {(a.series.mode, a.series.setting, a.model): a for a in average_over_devices(relative_latencies(records))}
+    assert averages[("train", "fp16", "mvit-s")].relative == pytest.approx(3.0)
+    assert averages[("train", "fp32", "mvit-s")].relative == pytest.approx(2.0)
+    assert averages[("train", "fp16", "nl-r50")].devices == (GPU,)
+    assert ("train", "fp32", "nl-r50") not in averages  # out of memory on the CPU machine
+    assert averages[("single", "fp32", "nl-r50")].relative == pytest.approx(3.0)
+    assert {a.series.setting for a in averages.values()} == {"fp16", "fp32"}
+
+
 def test_averages_over_devices_say_how_many_devices(records):
-    averages = {(a.series.mode, a.model): a for a in average_over_devices(relative_latencies(records))}
-    assert averages[("train", "mvit-s")].relative == pytest.approx(2.5)
-    assert averages[("train", "vtn-eff")].relative == pytest.approx(3.0)
+    a100 = Device("GPU", "NVIDIA A100-SXM4-40GB")
+    env = {**ENV_GPU, "gpus": [{**ENV_GPU["gpus"][0], "name": a100.name}]}
+    second = []
+    for model, mean_ms in zip(MODELS, (20.0, 50.0, 60.0, None)):  # train on a second GPU: nl-r50 out of memory
+        record = fake_record(model, "gpu", "train", mean_ms)
+        record.env = env
+        second.append(record)
+    averages = {(a.series.mode, a.model): a for a in average_over_devices(relative_latencies([*records, *second]))
+                if a.series.setting == "fp16"}
+    assert averages[("train", "mvit-s")].relative == pytest.approx((3.0 + 2.5) / 2)
+    assert averages[("train", "vtn-eff")].relative == pytest.approx((2.0 + 3.0) / 2)
     assert averages[("train", "nl-r50")].relative == pytest.approx(4.0)
-    assert averages[("train", "nl-r50")].devices == (GPU,)  # out of memory on the CPU machine
-    assert averages[("single", "x3d-xs")].relative == pytest.approx(1.5)
-    assert averages[("single", "nl-r50")].relative == pytest.approx(3.5)
-    assert averages[("single", "nl-r50")].devices == (GPU, CPU)
+    assert averages[("train", "nl-r50")].devices == (GPU,)
+    assert set(averages[("train", "mvit-s")].devices) == {GPU, a100}
 
 
 def test_memory_table_has_the_paper_layout(records):
@@ -161,16 +178,18 @@ def test_report_files_and_csv(report):
     out, written = report
     pngs = sorted(name for name in written if name.endswith(".png"))
     assert pngs == ["flops-mobile.png", "flops-single.png", "flops-train.png", "relative-mobile-executorch-fp32.png",
-                    "relative-single-torch-amp.png", "relative-train-torch-amp.png",
-                    "speedup-intel-xeon-gold-6338-host-b-fp32.png", "summary.png"]
+                    "relative-single-torch-fp16.png", "relative-single-torch-fp32.png", "relative-train-torch-fp16.png",
+                    "relative-train-torch-fp32.png", "speedup-intel-xeon-gold-6338-host-b-fp32.png", "summary.png"]
     for name in pngs:
         data = written[name].read_bytes()
         assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 5000
     with open(written["latency.csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
-    mean_train = {r["model"]: (float(r["relative_latency"]), int(r["devices"])) for r in rows
+    mean_train = {(r["setting"], r["model"]): (float(r["relative_latency"]), int(r["devices"])) for r in rows
                   if r["mode"] == "train" and r["device"] == "mean over devices"}
-    assert mean_train == {"x3d-xs": (1.0, 2), "mvit-s": (2.5, 2), "vtn-eff": (3.0, 2), "nl-r50": (4.0, 1)}
+    assert mean_train == {("fp16", "x3d-xs"): (1.0, 1), ("fp16", "mvit-s"): (3.0, 1), ("fp16", "vtn-eff"): (2.0, 1),
+                          ("fp16", "nl-r50"): (4.0, 1), ("fp32", "x3d-xs"): (1.0, 1), ("fp32", "mvit-s"): (2.0, 1),
+                          ("fp32", "vtn-eff"): (4.0, 1)}
     with open(written["memory.csv"], newline="") as handle:
         memory = {(r["device"], r["mode"], r["model"]): r for r in csv.DictReader(handle)}
     assert float(memory[(GPU.label, "train", "vtn-eff")]["peak_device_mb"]) == 2000.0
@@ -187,11 +206,12 @@ def test_runtime_speedups_compare_batch_1_runtimes_with_eager_on_the_same_machin
 def test_markdown_lists_tables_failures_grids_and_environment(report):
     out, written = report
     text = written["report.md"].read_text()
-    assert "| mvit-s | attention-only | 2.50 | 2 of 2 | 3.00 (30 ms) | 2.00 (200 ms) |" in text
-    assert "| nl-r50 | stand-alone attention | 4.00 | 1 of 2 | 4.00 (40 ms) | - |" in text
+    assert "### train · torch · fp16" in text and "### train · torch · fp32" in text and "· amp" not in text
+    assert "| mvit-s | attention-only | 3.00 | 1 of 1 | 3.00 (30 ms) |" in text
+    assert "| mvit-s | attention-only | 2.00 | 1 of 1 | 2.00 (200 ms) |" in text
     assert "| CPU: Intel Xeon Gold 6338 (host-b) | train | torch | nl-r50 | oom | out of memory: tried" in text
     assert "| executorch | mobile" not in text and "| mobile | executorch | nl-r50 | oom |" in text
-    assert "![relative latency, train · torch · amp](relative-train-torch-amp.png)" in text
+    assert "![relative latency, train · torch · fp16](relative-train-torch-fp16.png)" in text
     assert "| vtn-eff | 14000 | " not in text and "| mvit-s | attention-only | 3000 | - | 400 |" in text
     assert "| mvit-s | failed | - |" in text and "export: unsupported op roll" in text
     assert "pass 2.5e-06" in text and "cosine 0.98 below 0.9999" in text
@@ -208,11 +228,11 @@ def test_html_is_self_contained_and_deterministic(report, report_inputs, results
     out, written = report
     page = written["report.html"].read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 8 and all(base64.b64decode(i)[:8] == PNG_SIGNATURE for i in images)
+    assert len(images) == 10 and all(base64.b64decode(i)[:8] == PNG_SIGNATURE for i in images)
     assert "src=\"http" not in page and ".png\"" not in page
     grid, parity = report_inputs
     again = write_report(results, tmp_path, build_grid=grid, parity=[parity])
-    assert again["relative-train-torch-amp.png"].read_bytes() == written["relative-train-torch-amp.png"].read_bytes()
+    assert again["relative-train-torch-fp16.png"].read_bytes() == written["relative-train-torch-fp16.png"].read_bytes()
     assert again["latency.csv"].read_text() == written["latency.csv"].read_text()
     assert again["report.html"].read_text() == page  # the whole page, plots embedded, byte for byte
 

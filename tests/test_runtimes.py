@@ -90,7 +90,8 @@ def test_runner_contract(runtime, artifacts, monkeypatch):
     for device in (*BAD_DEVICES, *unsupported):
         _refused(lambda d=device: load(source, runtime, device=d), f"the {runtime} runtime", repr(device),
                  "use --device")
-    _refused(lambda: load(source, runtime, precision="int8"), f"the {runtime} runtime", "'int8'", "choose")
+    never = next(p for p in PRECISIONS if p not in info.precisions)  # a precision this runtime does not run
+    _refused(lambda: load(source, runtime, precision=never), f"the {runtime} runtime", repr(never), "choose")
     if info.target is not None:  # an artifact runs in its own precision, never another one
         other = next(p for p in PRECISIONS if p != built)
         _refused(lambda: load(source, runtime, precision=other), f"the {runtime} runtime", built, other)
@@ -147,6 +148,42 @@ def test_runner_contract(runtime, artifacts, monkeypatch):
     with torch.no_grad():
         want = create_model(MODEL, tiny=True)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+
+
+# Every (runtime, reduced precision) it declares: the conformance of running it, where this machine can.
+REDUCED = [pytest.param(r, p, marks=[pytest.mark.slow] if r == "inductor" else [])
+           for r, info in RUNTIMES.items() for p in info.precisions if p != "fp32"]
+
+
+@pytest.mark.parametrize(("runtime", "precision"), REDUCED)
+def test_each_reduced_precision_runs_as_declared(runtime, precision, tmp_path):
+    from vcompile.check.metrics import TOLERANCES, compare_logits
+    from vcompile.check.parity import build_verified
+    from vcompile.runtimes.precision import PrecisionError, resolve_precision
+
+    info = RUNTIMES[runtime]
+    if not info.probe().can_run:
+        pytest.skip(f"{runtime} cannot run on this machine: {info.probe().detail}")
+    if precision not in info.runs:
+        pytest.skip(f"{runtime}'s target builds no {precision}")
+    try:
+        resolve_precision(precision, info.default_device, runtime, info.runs)
+    except PrecisionError as err:
+        pytest.skip(f"{precision} cannot run here: {err}")
+    if info.default_device != "cpu" or (precision == "fp16" and info.target is None):
+        pytest.skip(f"{runtime} {precision} runs on a GPU (or autocasts fp16 there); this test runs on the CPU")
+    options = BuildOptions(tiny=True, batch=2, precision=precision)
+    source = create_model(MODEL, tiny=True) if info.target is None else build_verified(MODEL, info.target,
+                                                                                      options, out=tmp_path)
+    x = tiny_clip(batch=2).numpy()
+    with load(source, runtime, precision=precision if info.target is None else None, threads=1) as runner:
+        assert runner.precision == precision
+        got = runner.infer(x)
+    assert got.dtype == np.float32 and got.shape == (2, 10)
+    with torch.no_grad():
+        want = create_model(MODEL, tiny=True)(torch.from_numpy(x)).numpy()
+    agreement = compare_logits(want, got, TOLERANCES[precision])
+    assert agreement.passed and not np.array_equal(got, want), agreement.reason  # close, and really reduced
 
 
 def test_device_parser_is_exact():

@@ -139,8 +139,9 @@ def run_case(case: CaseSpec):
             _build_artifact(case, precision, batch)
             record.status, record.message = "ok", "built"
             return record
-        step, record.target, record.artifact, record.precision, record.runtime_settings = _prepare(
-            case, precision, batch, cost.input_shape)
+        prepared = _prepare(case, precision, batch, cost.input_shape)
+        step, record.target, record.artifact, record.precision, record.runtime_settings, record.artifact_check = \
+            prepared
         cuda = case.device.startswith("cuda")
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -201,8 +202,8 @@ class _Unsupported(Exception):
 
 
 def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...]):
-    """Build what the case runs: (step, target, artifact path, precision that runs, the runtime's settings);
-    ``step()`` is one timed unit."""
+    """Build what the case runs: (step, target, artifact path, precision that runs, the runtime's settings, the
+    artifact's build-time check); ``step()`` is one timed unit."""
     info = RUNTIMES[case.runtime]
     if case.runtime not in MODES[case.mode].runtimes:
         raise _Unsupported(f"mode {case.mode} does not run on {case.runtime}; its runtimes are "
@@ -214,14 +215,15 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
     if case.mode == "train":
         _phase("create model")
         model = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
-        return TrainStep(model, clip, precision=precision, device=case.device), None, None, precision, {}
+        return TrainStep(model, clip, precision=precision, device=case.device), None, None, precision, {}, None
     if info.target is None:
         _phase("create model")
         source = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
-        target, artifact_path, runs_in = None, None, precision
+        target, artifact_path, runs_in, check = None, None, precision, None
     else:
         source, runs_in = _build_artifact(case, precision, batch)
         target, artifact_path = source.target, str(source.file())
+        check = _artifact_check(source.manifest.get("parity", {}))
     # Artifact runtimes run the artifact's own precision; a thread count goes only to runtimes that honour one.
     runner = load(source, case.runtime, device=case.device, precision=precision if info.target is None else None,
                   threads=case.threads if info.thread_control else None)
@@ -230,7 +232,13 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
     video = clip.numpy()
     if case.device.startswith("cuda"):
         torch.cuda.synchronize()
-    return (lambda: runner.infer(video)), target, artifact_path, runs_in, dict(runner.settings)
+    return (lambda: runner.infer(video)), target, artifact_path, runs_in, dict(runner.settings), check
+
+
+def _artifact_check(parity: dict) -> dict:
+    """The artifact's build-time check, for its record: fp32 parity or the accuracy gate, and how it went."""
+    keys = ("status", "clips", "cosine", "top1", "top5", "max_abs", "reason")
+    return {k: parity[k] for k in keys if k in parity}
 
 
 def _build_artifact(case: CaseSpec, precision: str, batch: int):

@@ -97,6 +97,9 @@ class Record:
     process_means_ms: list[float] | None = None  # each fresh process's mean, when a case ran in several
     runtime_settings: dict[str, str] = field(default_factory=dict)  # as read back from the runtime (OpenVINO)
     first_run_ms: float | None = None  # the first call, before warm-up: lazy set-up, Inductor's compilation
+    # The artifact's build-time check (fp32 parity, or the accuracy gate of a reduced precision): status "pass",
+    # "fail", "not run"... A case whose artifact failed is measured, but is never a deployment (reports mark it).
+    artifact_check: dict[str, Any] | None = None
 
     def set_latencies(self, values_ms: list[float]) -> None:
         self.latencies_ms = [round(v, 4) for v in values_ms]

@@ -18,10 +18,7 @@ from ..zoo import list_models, resolve_name
 from .case import MODES
 
 __all__ = ["Selection", "resolve_models", "resolve_targets", "resolve_modes", "resolve_device", "select_runtimes",
-           "bench_runtimes", "BENCH_ALL_EXCLUDES"]
-
-# Left out of a benchmark's "all": minutes of compilation per model and case; ask for it by name.
-BENCH_ALL_EXCLUDES = ("inductor",)
+           "bench_runtimes"]
 
 
 def _items(spec: str) -> list[str]:
@@ -87,7 +84,6 @@ def select_runtimes(spec: str, candidates: Iterable[str] | None = None) -> Selec
 
 def bench_runtimes(spec: str, modes: list[str]) -> Selection:
     """`select_runtimes` for a benchmark: ``all`` is every runtime that can run here and that one of ``modes``
-    uses, except `BENCH_ALL_EXCLUDES`."""
-    used = [name for name in RUNTIMES if name not in BENCH_ALL_EXCLUDES and any(name in MODES[m].runtimes
-                                                                                 for m in modes)]
+    uses (Inductor included: its compilation is the record's ``first_run_ms``, outside the timed runs)."""
+    used = [name for name in RUNTIMES if any(name in MODES[m].runtimes for m in modes)]
     return select_runtimes(spec, used)

@@ -7,6 +7,12 @@ split as slices before the Edge dialect; then an Edge pass for means over a clip
 zero-padded average pools) -> Edge dialect and XNNPACK partitioning -> ``.pte``. What XNNPACK does not take runs on
 ExecuTorch's portable kernels; the manifest lists it, with the share of the model's FLOPs (convolutions, matrix
 products, attention) that runs in XNNPACK.
+
+int8 programs go the same way with post-training quantization between the rewrites and the lowering: the rewritten
+module (its 3-D convolutions already 2-D ones, which XNNPACK can quantize and a direct lowering could not) is
+exported, annotated by ExecuTorch's XNNPACK quantizer (symmetric int8, weights per channel, activations per
+tensor), calibrated on the build's calibration clips (PT2E ``prepare_pt2e``/``convert_pt2e``), exported again and
+lowered; XNNPACK then runs the quantized convolutions and linear layers in int8.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from .base import BuildContext, Target, TargetResult, module_path
 from .rewrites import apply_rewrites
 
 __all__ = ["MODEL_FILE", "GRAPH_REWRITES", "exported_program_from_module", "edge_program_from_exported",
-           "delegation_summary", "pte_from_edge_program", "build", "TARGET"]
+           "delegation_summary", "pte_from_edge_program", "quantized_program", "build", "TARGET"]
 
 MODEL_FILE = "model.pte"
 GRAPH_REWRITES = ("sdpa_as_bmm", "layer_norm_as_means", "split_as_slices", "xnnpack_compat")
@@ -248,12 +254,55 @@ def pte_from_edge_program(edge_program, path: Path) -> int:
     return path.stat().st_size
 
 
+def quantized_program(model: nn.Module, example: torch.Tensor, clips: list[torch.Tensor]):
+    """The PT2E int8 program of ``model`` for XNNPACK, calibrated on ``clips`` (each repeated to the static batch).
+    Returns the exported program and the quantizer's settings for the manifest."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    with torch.no_grad():
+        prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
+        for clip in clips:
+            prepared(clip.expand(example.shape[0], *clip.shape[1:]).contiguous())
+        converted = convert_pt2e(prepared)
+        program = torch.export.export(converted, (example,))
+    settings = {"quantizer": "executorch XNNPACKQuantizer (PT2E)", "weights": "int8 per channel, symmetric",
+                "activations": "int8 per tensor", "calibration": {"set": "calibration", "clips": len(clips)},
+                **_quantized_weights(program)}
+    return program, settings
+
+
+def _quantized_weights(program) -> dict[str, dict[str, int]]:
+    """Per kind of weighted op (conv, linear), how many there are and how many read an int8 weight."""
+    counts: dict[str, dict[str, int]] = {}
+    for node in program.graph.nodes:
+        name = _op_name(node) if node.op == "call_function" else ""
+        kind = "conv" if "conv" in name else "linear" if "linear" in name else None
+        if kind is None or len(node.args) < 2 or not isinstance(node.args[1], torch.fx.Node):
+            continue
+        entry = counts.setdefault(kind, {"ops": 0, "int8_weights": 0})
+        entry["ops"] += 1
+        weight = node.args[1]
+        entry["int8_weights"] += weight.op == "call_function" and "dequantize_per_channel" in str(weight.target)
+    return {"weighted_ops": counts}
+
+
 def build(ctx: BuildContext) -> TargetResult:
-    """Rewrite, export, lower to XNNPACK and write ``model.pte`` (`vcompile.compile.build` then verifies it)."""
+    """Rewrite, export (quantize, for int8), lower to XNNPACK and write ``model.pte`` (`vcompile.compile.build`
+    then verifies it)."""
     with ctx.stage("rewrite"):
         model, rewrites = apply_rewrites(ctx.model, "executorch", ctx.example)
-    with ctx.stage("export"):
-        program = exported_program_from_module(model, ctx.example)
+    quantization = None
+    if ctx.options.precision == "int8":
+        with ctx.stage("quantize"):
+            program, quantization = quantized_program(model, ctx.example, ctx.calibration())
+    else:
+        with ctx.stage("export"):
+            program = exported_program_from_module(model, ctx.example)
     with ctx.stage("lower"):
         edge = edge_program_from_exported(program)
         summary = delegation_summary(edge)
@@ -262,6 +311,8 @@ def build(ctx: BuildContext) -> TargetResult:
         size = pte_from_edge_program(edge, ctx.out_dir / MODEL_FILE)
     info = {"exporter": "torch.export", "backend": "xnnpack", "static_batch": ctx.options.batch,
             "rewrites": rewrites, "graph_rewrites": list(GRAPH_REWRITES), **summary, "pte_bytes": size}
+    if quantization is not None:
+        info["quantization"] = quantization
     return TargetResult(files={"model": MODEL_FILE}, info=info)
 
 
@@ -276,5 +327,5 @@ TARGET = Target(
     runtime="executorch",
     requires=("executorch",),
     extra="mobile",
-    precisions=("fp32",),
+    precisions=("fp32", "int8"),
 )

@@ -273,12 +273,15 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
 
 def runtime_speedups(records: Iterable[Record]) -> list[SpeedupRow]:
     """Every batch-1 runtime measurement against PyTorch eager's single-instance mean on the same machine, at the
-    same precision: which runtime to ship, per model. Models without an eager record are left out."""
+    same precision: which runtime to ship, per model. Models without an eager record are left out. A runtime whose
+    artifact failed its build-time check (parity, or the accuracy gate) is never a deployment: its column says so."""
     means: dict[tuple, list[float]] = defaultdict(list)
     for r in measured(records):
         if r.batch == 1 and r.mode in ("single", "mobile"):
             machine = device_of(r).name + ("" if r.device == "cpu" else f" ({r.device})")
-            means[(machine, r.precision, r.model, r.runtime, r.mode)].append(r.mean_ms)
+            failed = (r.artifact_check or {}).get("status") == "fail"
+            runtime = f"{r.runtime} (fails its check)" if failed else r.runtime
+            means[(machine, r.precision, r.model, runtime, r.mode)].append(r.mean_ms)
     rows = []
     for (machine, precision, model, runtime, mode), values in means.items():
         eager = means.get((machine, precision, model, "torch", "single"))

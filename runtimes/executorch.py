@@ -58,12 +58,13 @@ class ExecuTorchRunner(Runner):
 
     name = "executorch"
     devices = ("cpu",)
-    precisions = ("fp32",)
+    precisions = ("fp32", "int8")
     precision_from_artifact = True
     thread_control = True  # the XNNPACK thread pool (process-wide; see set_threadpool_size)
     shape_fix = "rebuild it for that batch and clip size (ExecuTorch programs are static)"
 
     def activate_impl(self) -> None:
+        from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 
         with _filtered_stderr():
@@ -71,6 +72,8 @@ class ExecuTorchRunner(Runner):
                 set_threadpool_size(self.threads)
             self.program = Runtime.get().load_program(self.source.file())
             self.method = self.program.load_method("forward")
+        # XNNPACK's work runs on this pool; the portable kernels run on the calling thread.
+        self.settings = {"threadpool_threads": str(portable_lib._threadpool_get_thread_count())}
         if self.method is None:
             raise RunnerError(f"{self.source.file()} has no 'forward' method")
 

@@ -21,7 +21,9 @@ __all__ = ["OpenVinoRunner", "compile_config", "OV_PRECISION"]
 _TYPES = {"f32": np.float32, "f16": np.float16, "f64": np.float64, "i64": np.int64, "i32": np.int32}
 
 
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # vcompile's precision -> OpenVINO's INFERENCE_PRECISION_HINT
+# vcompile's precision -> OpenVINO's INFERENCE_PRECISION_HINT. An int8 IR runs its quantized layers in int8 and
+# the rest in f32 (never silently in bf16).
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def compile_config(precision: str, threads: int | None) -> dict[str, object]:
@@ -45,7 +47,7 @@ class OpenVinoRunner(Runner):
 
     name = "openvino"
     devices = ("cpu",)
-    precisions = ("fp32", "bf16")
+    precisions = ("fp32", "bf16", "int8")
     precision_from_artifact = True
     thread_control = True  # INFERENCE_NUM_THREADS
     shape_fix = "give a clip of that shape, or rebuild the artifact for it"

@@ -72,6 +72,11 @@ def native_bf16() -> tuple[bool, str]:
     return False, f"this CPU has no native bf16 (none of {', '.join(BF16_FLAGS)})"
 
 
+def _either(items: tuple[str, ...]) -> str:
+    """``fp32``, ``fp32 or int8``, ``fp32, fp16 or int8``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
 def resolve_precision(requested: str, device: str, runtime: str, supported: tuple[str, ...]) -> Resolved:
     """What ``requested`` runs in for ``runtime`` (which executes ``supported``) on ``device``.
 
@@ -93,7 +98,7 @@ def resolve_precision(requested: str, device: str, runtime: str, supported: tupl
     if requested not in REQUESTS:
         raise PrecisionError(f"unknown precision {requested!r}; choose from {', '.join(REQUESTS)}")
     if requested not in supported:
-        raise PrecisionError(f"{runtime} runs {', '.join(supported)}, not {requested}; choose one of those (or amp)")
+        raise PrecisionError(f"{runtime} runs {_either(supported)}, not {requested}; choose one of those (or amp)")
     if requested == "bf16" and not on_cuda:
         has_bf16, why = native_bf16()
         if not has_bf16:

@@ -68,3 +68,34 @@ def test_a_failing_gate_keeps_the_most_sensitive_nodes_float(tmp_path, monkeypat
     with_weights = [name for name in info["kept_float"] if by_name[name].input[1] in weights | float_weights]
     # each float node with a weight still reads it in fp32, not dequantized from int8
     assert all(by_name[name].input[1] in float_weights for name in with_weights)
+
+
+@pytest.mark.parametrize("name", ["tsm-r50", "vtn-eff"])
+def test_executorch_int8_runs_its_convolutions_in_xnnpack_int8(name, artifacts):
+    # 2-D models; the 3-D ones (X3D, MoViNet) quantize, but XNNPACK does not yet load their int8 programs
+    pytest.importorskip("executorch", reason='the executorch target needs executorch (pip install "vcompile[mobile]")')
+    artifact = build_verified(name, "executorch", INT8, out=artifacts)
+    info = artifact.manifest["info"]
+    convs = info["quantization"]["weighted_ops"]["conv"]
+    assert convs["ops"] > 10 and convs["int8_weights"] == convs["ops"], convs  # every convolution reads int8
+    assert info["delegated_flops_share"] >= 0.99, info["explain"]
+    assert any("quantize" in op for op in info["delegated_by_op"])  # the int8 arithmetic runs inside XNNPACK
+    gate = artifact.manifest["parity"]
+    assert gate["status"] == "pass" and gate["clips"] == "held_apart" and gate["cosine"] >= 0.99, gate
+    with load(artifact, "executorch", threads=1) as runner:
+        assert runner.precision == "int8" and runner.infer(tiny_clip(batch=1).numpy()).shape == (1, 10)
+        assert runner.settings["threadpool_threads"] == "1"
+
+
+def test_openvino_int8_is_nncf_quantized_and_gated(artifacts):
+    pytest.importorskip("nncf", reason='int8 OpenVINO builds quantize with NNCF (pip install "vcompile[openvino]")')
+    fp32 = build_verified("x3d-xs", "openvino", BuildOptions(tiny=True, batch=1), out=artifacts)
+    int8 = build_verified("x3d-xs", "openvino", INT8, out=artifacts)
+    info = int8.manifest["info"]
+    assert info["fp32"]["key"] == fp32.key and info["fake_quantize_ops"] > 0 and info["quantized_layers"] > 10
+    assert info["calibration"] == {"set": "calibration", "clips": CALIBRATION_CLIPS}
+    gate = int8.manifest["parity"]
+    assert gate["clips"] == "held_apart" and gate["status"] == info["attempts"][-1]["status"]
+    with load(int8, "openvino", threads=1) as runner:
+        assert runner.precision == "int8" and runner.settings["INFERENCE_PRECISION_HINT"] == "f32"
+        assert runner.infer(tiny_clip(batch=2).numpy()).shape == (2, 10)

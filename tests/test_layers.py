@@ -17,7 +17,7 @@ LAYERS = {name: rank for rank, name in
           enumerate(("zoo", "data", "compile", "runtimes", "check", "bench", "report", "cli"))}
 SHARED = {"errors", "__init__", "__main__"}  # vcompile/errors.py and the package's own entry points
 # Optional packages that a module may import only inside the function that needs them.
-LAZY_ONLY = ("tensorrt", "coremltools", "executorch", "openvino", "av")
+LAZY_ONLY = ("tensorrt", "coremltools", "executorch", "openvino", "nncf", "torchao", "av")
 # Installed packages that take a second or more to import and that only some paths use (timm and torchvision for
 # the models with a timm trunk, onnx and onnxsim for exporting, onnxruntime for localising): a module may import
 # them inside the function that needs them, so that a command imports only what it uses.

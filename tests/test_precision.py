@@ -80,7 +80,7 @@ def test_a_case_resolves_with_its_runtime_and_target(cpu):
     assert case_precision(mobile) == prec.Resolved("fp32", "requested")
     # an artifact runtime runs only what its runner executes and its target builds
     assert RUNTIMES["onnxruntime"].runs == ("fp32", "fp16", "int8") and RUNTIMES["ptl"].runs == ("fp32",)
-    with pytest.raises(PrecisionError, match="executorch runs fp32, not fp16"):
+    with pytest.raises(PrecisionError, match="executorch runs fp32 or int8, not fp16"):
         case_precision(CaseSpec(model="x3d-xs", runtime="executorch", mode="single", precision="fp16"))
 
 

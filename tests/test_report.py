@@ -252,3 +252,14 @@ def test_bad_input_is_one_clear_error(tmp_path):
     with pytest.raises(VcompileError, match="is not a build grid"):
         write_report([good], tmp_path / "out", build_grid=tmp_path / "grid.json")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_runtime_whose_artifact_failed_its_check_is_never_a_deployment(records):
+    failed = []
+    for record in records:
+        if record.runtime == "executorch" and record.model == "x3d-xs" and record.status == "ok":
+            copy = Record.from_dict({**record.__dict__})
+            copy.artifact_check = {"status": "fail", "reason": "cosine 0.9 below 0.99"}
+            failed.append(copy)
+    rows = runtime_speedups([r for r in records if not (r.runtime == "executorch" and r.model == "x3d-xs")] + failed)
+    assert {r.column for r in rows if r.model == "x3d-xs"} == {"executorch (fails its check) · mobile"}

@@ -65,12 +65,14 @@ def test_all_runtimes_are_those_that_run_here(monkeypatch):
         selection.select_runtimes("ort,tensorflow")
 
 
-def test_bench_all_leaves_out_inductor_and_runtimes_no_mode_uses():
+def test_bench_all_is_every_runtime_its_modes_use_that_can_run_here():
     chosen = selection.bench_runtimes("all", ["mobile"])
     assert "inductor" not in chosen.runtimes and "torch" not in chosen.runtimes  # mobile runs mobile runtimes
     assert set(chosen.runtimes) | set(chosen.skipped) == set(MODES["mobile"].runtimes)
-    assert "inductor" not in selection.bench_runtimes("all", ["single"]).runtimes
-    assert selection.bench_runtimes("inductor", ["single"]).runtimes == ["inductor"]  # by name it is kept
+    single = selection.bench_runtimes("all", ["single"])
+    assert set(single.runtimes) | set(single.skipped) == set(MODES["single"].runtimes)
+    assert ("inductor" in single.runtimes) == RUNTIMES["inductor"].probe().can_run  # in the default where it runs
+    assert selection.bench_runtimes("inductor", ["single"]).runtimes == ["inductor"]
 
 
 def test_tolerance_overrides():

@@ -43,7 +43,7 @@ def test_ir_is_fp32_and_the_runner_says_how_it_ran(artifacts):
         assert runner.settings["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "0"
         assert runner.get_input_metadata()["video"].shape == (None, 3, 4, 64, 64)
     np.testing.assert_allclose(got, model(clip).detach().numpy(), atol=1e-4, rtol=1e-3)
-    with pytest.raises(RunnerError, match="runs fp32 or bf16 artifacts, not 'fp16'"):
+    with pytest.raises(RunnerError, match="runs fp32, bf16 or int8 artifacts, not 'fp16'"):
         load(artifact, "openvino", precision="fp16")
     with pytest.raises(RunnerError, match="this one is fp32, not bf16"):
         load(artifact, "openvino", precision="bf16")

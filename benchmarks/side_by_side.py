@@ -1,6 +1,11 @@
-"""Every fp32 CPU runtime vcompile has, side by side on one model at a time, in alternating rounds.
+"""vcompile's CPU runtimes, at fp32 or any precision, side by side on one model at a time, in alternating rounds.
 
-    python benchmarks/fp32_runtimes.py --model all --rounds 6 --iters 1 --threads 2 --json artifacts/fp32-runtimes-1.json
+    python benchmarks/side_by_side.py --model all --rounds 6 --iters 1 --threads 2 --json artifacts/fp32-runtimes-1.json
+    python benchmarks/side_by_side.py --model x3d-xs --runtime openvino,openvino:bf16,onnxruntime:int8,torch:bf16
+
+A candidate is ``runtime`` (fp32) or ``runtime:precision``; eager fp32 (``torch``) is always the first and the
+reference. A reduced-precision candidate is judged by its precision's gate (`vcompile.check.metrics.TOLERANCES`)
+against eager fp32, on the timed clip and in its artifact's build-time gate on held-apart clips.
 
 For each model, at the paper's shape (1 x 3 x 16 x 224 x 224, batch 1, single-instance inference), one process
 (a fresh one per model, so a crash or a leak stays with its model) holds one vcompile runner of each runtime:
@@ -31,8 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-RUNTIMES = ("torch", "inductor", "onnxruntime", "openvino", "executorch")
+RUNTIMES = ("torch", "inductor", "onnxruntime", "openvino", "executorch")  # the default candidates, all fp32
 TARGETS = {"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch"}
+
+
+def _split(candidate: str) -> tuple[str, str]:
+    """``openvino:bf16`` -> ("openvino", "bf16"); ``onnxruntime`` -> ("onnxruntime", "fp32")."""
+    runtime, _, precision = candidate.partition(":")
+    return runtime, precision or "fp32"
 
 
 def _bootstrap(values: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
@@ -48,21 +59,25 @@ def _runners(model_name: str, runtimes: list[str], threads: int, out: Path, tiny
     from vcompile.zoo import create_model
 
     found = {}
-    for runtime in runtimes:
+    for candidate in runtimes:
+        runtime, precision = _split(candidate)
         entry = {"runner": None, "build_parity": None, "error": None}
         try:
             if runtime in TARGETS:
-                artifact = build_verified(model_name, TARGETS[runtime], BuildOptions(batch=1, tiny=tiny), out=out)
+                artifact = build_verified(model_name, TARGETS[runtime],
+                                          BuildOptions(batch=1, tiny=tiny, precision=precision), out=out)
                 parity = artifact.manifest.get("parity", {})
-                entry["build_parity"] = {k: parity.get(k) for k in ("status", "max_abs", "cosine", "scale",
-                                                                     "smallest_atol", "reason")}
+                entry["build_parity"] = {k: parity.get(k) for k in ("status", "clips", "max_abs", "cosine", "top5",
+                                                                     "scale", "smallest_atol", "reason")}
+                entry["build_seconds"] = artifact.manifest.get("build_seconds")
                 source = artifact
             else:  # eager and Inductor each run their own copy of the seeded model (freezing folds the weights)
                 source = create_model(model_name, tiny=tiny)
-            entry["runner"] = load(source, runtime, threads=threads).activate()
+            entry["runner"] = load(source, runtime, precision=None if runtime in TARGETS else precision,
+                                   threads=threads).activate()
         except Exception as err:  # a runtime that cannot build or load this model is a finding, not a crash
             entry["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        found[runtime] = entry
+        found[candidate] = entry
     return found
 
 
@@ -84,7 +99,8 @@ def measure(model_name: str, runtimes: list[str], rounds: int, iters: int, threa
               "candidates": {}}
     reference = None
     for runtime, entry in entries.items():
-        record = {"build_parity": entry["build_parity"], "error": entry["error"]}
+        record = {"build_parity": entry["build_parity"], "build_seconds": entry.get("build_seconds"),
+                  "error": entry["error"]}
         result["candidates"][runtime] = record
         runner = entry["runner"]
         if runner is None:
@@ -100,10 +116,10 @@ def measure(model_name: str, runtimes: list[str], rounds: int, iters: int, threa
             continue
         if reference is None:  # torch comes first
             reference = got
-        agreement = compare_logits(reference, got, TOLERANCES["fp32"])
+        agreement = compare_logits(reference, got, TOLERANCES[_split(runtime)[1]])
         record.update(settings=dict(runner.settings), precision=runner.precision,
                       parity={"passed": agreement.passed, "max_abs": agreement.max_abs, "cosine": agreement.cosine,
-                              "scale": agreement.scale, "reason": agreement.reason},
+                              "top5": agreement.top5, "scale": agreement.scale, "reason": agreement.reason},
                       samples_ms=[])
     live = [r for r, e in entries.items() if e["runner"] is not None]
     rng = np.random.default_rng(seed)
@@ -131,7 +147,8 @@ def measure(model_name: str, runtimes: list[str], rounds: int, iters: int, threa
 
 
 def correct(record: dict) -> bool:
-    """A correct fp32 deployment: it ran, matched eager here, and (for an artifact) passed its build's parity."""
+    """A correct deployment: it ran, matched eager here at its precision's tolerance, and (for an artifact) passed
+    its build's check (fp32 parity, or the accuracy gate)."""
     build = record.get("build_parity")
     return ("speedup" in record and record["parity"]["passed"]
             and (build is None or build.get("status") == "pass"))
@@ -139,15 +156,16 @@ def correct(record: dict) -> bool:
 
 def summarize(paths: list[Path], plot: Path | None) -> str:
     runs = [json.loads(p.read_text()) for p in paths]
+    columns = list(dict.fromkeys(c for run in runs for r in run["results"] for c in r["candidates"]))
     lines = []
     for path, run in zip(paths, runs):
         lines += [f"### {path.name}", "",
-                  "| model | " + " | ".join(RUNTIMES) + " | fastest correct fp32 |",
-                  "|---|" + "---|" * (len(RUNTIMES) + 1)]
+                  "| model | " + " | ".join(columns) + " | fastest correct |",
+                  "|---|" + "---|" * (len(columns) + 1)]
         best = []
         for result in run["results"]:
             cells, winner = [], ("-", 0.0)
-            for runtime in RUNTIMES:
+            for runtime in columns:
                 record = result["candidates"].get(runtime)
                 if record is None:
                     cells.append("not run")
@@ -155,20 +173,20 @@ def summarize(paths: list[Path], plot: Path | None) -> str:
                     cells.append(f"error: {record.get('error')}"[:60])
                 else:
                     low, high = record["speedup_ci95"]
-                    mark = "" if correct(record) else " (fails parity)"
+                    mark = "" if correct(record) else " (fails its check)"
                     cells.append(f"{record['speedup']:.2f}x [{low:.2f}-{high:.2f}]{mark}")
                     if runtime != "torch" and correct(record) and record["speedup"] > winner[1]:
                         winner = (runtime, record["speedup"])
             best.append(winner[1])
             lines.append(f"| {result['model']} | " + " | ".join(cells) + f" | {winner[0]} {winner[1]:.2f}x |")
         faster = sum(b > 1.0 for b in best)
-        lines += ["", f"{len(best)} models; the fastest correct fp32 runtime is faster than eager on {faster}; "
+        lines += ["", f"{len(best)} models; the fastest correct candidate is faster than eager on {faster}; "
                   f"median speedup {np.median(best):.2f}x; wall time {run['wall_s'] / 60:.1f} min", ""]
     if len(runs) > 1:
         lines += ["### Between runs", "", "| model | runtime | " + " | ".join(p.stem for p in paths) + " | spread |",
                   "|---|---|" + "---|" * (len(paths) + 1)]
         for index, result in enumerate(runs[0]["results"]):
-            for runtime in RUNTIMES:
+            for runtime in columns:
                 values = [run["results"][index]["candidates"].get(runtime, {}).get("speedup") for run in runs]
                 if runtime == "torch" or None in values:
                     continue
@@ -181,19 +199,19 @@ def summarize(paths: list[Path], plot: Path | None) -> str:
             f"{m} {r['candidates']['inductor'].get('first_run_ms', float('nan')) / 1000:.0f}"
             for m, r in first.items() if "inductor" in r["candidates"]))
     if plot is not None:
-        _plot(runs, paths, plot)
+        _plot(runs, paths, plot, columns)
         lines += ["", f"![speedup over eager]({plot.name})"]
     return "\n".join(lines)
 
 
-def _plot(runs: list[dict], paths: list[Path], plot: Path) -> None:
+def _plot(runs: list[dict], paths: list[Path], plot: Path, columns: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = [r["model"] for r in runs[0]["results"]]
-    shown = [r for r in RUNTIMES if r != "torch"]
+    shown = [c for c in columns if c != "torch"]
     fig, ax = plt.subplots(figsize=(12, 4.8))
     width = 0.8 / len(shown)
     markers = ["o", "s", "^"]
@@ -218,10 +236,11 @@ def _plot(runs: list[dict], paths: list[Path], plot: Path) -> None:
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
     ax.set_ylabel("speedup over PyTorch eager fp32 (x)")
+    precisions = sorted({_split(c)[1] for c in shown})
     runs_named = ", ".join(f"{'o s ^'.split()[j % 3]} {p.stem}" for j, p in enumerate(paths))
-    ax.set_title(f"fp32, batch 1, {runs[0]['results'][0].get('threads', '?')} threads; median over rounds with 95% CI;"
-                 f" hollow: fails parity; runs: {runs_named}", fontsize=9)
-    ax.legend(fontsize=7, ncol=len(shown), loc="upper right")
+    ax.set_title(f"{', '.join(precisions)}, batch 1, {runs[0]['results'][0].get('threads', '?')} threads; median over "
+                 f"rounds with 95% CI; hollow: fails its check; runs: {runs_named}", fontsize=9)
+    ax.legend(fontsize=7, ncol=min(len(shown), 6), loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(plot, dpi=120)
@@ -230,7 +249,9 @@ def _plot(runs: list[dict], paths: list[Path], plot: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="all", help="comma-separated zoo models, or all")
-    parser.add_argument("--runtime", default=",".join(RUNTIMES), help="comma-separated; torch is always first")
+    parser.add_argument("--runtime", default=",".join(RUNTIMES),
+                        help="comma-separated candidates, runtime or runtime:precision; torch (eager fp32) is always "
+                             "first")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--iters", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)

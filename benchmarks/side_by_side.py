@@ -258,6 +258,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact cache")
     parser.add_argument("--json", type=Path, default=Path("artifacts/fp32-runtimes.json"))
+    parser.add_argument("--timeout-s", type=float, default=None, help="per model, its builds included")
     parser.add_argument("--tiny", action="store_true", help="the tiny variants (a quick check of the script)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one model, in this process
     parser.add_argument("--summarize", type=Path, nargs="+", help="JSON files of earlier runs -> markdown")
@@ -284,17 +285,21 @@ def main() -> None:
                    "--rounds", str(args.rounds), "--iters", str(args.iters), "--threads", str(args.threads),
                    "--seed", str(args.seed), "--out", str(args.out), "--json", str(part)] + ["--tiny"] * args.tiny
         model_start = time.perf_counter()
-        done = subprocess.run(command)
-        if done.returncode != 0:
-            results.append({"model": name, "candidates": {}, "error": f"exit status {done.returncode}"})
-            print(f"{name}: failed (exit status {done.returncode})", flush=True)
-            continue
-        result = json.loads(part.read_text())
-        result["wall_s"] = time.perf_counter() - model_start
-        results.append(result)
-        print(f"{name} ({result['wall_s']:.0f} s): " + ", ".join(
-            f"{r} {c['speedup']:.2f}x" if "speedup" in c else f"{r} error"
-            for r, c in result["candidates"].items()), flush=True)
+        try:
+            done = subprocess.run(command, timeout=args.timeout_s)
+            failure = None if done.returncode == 0 else f"exit status {done.returncode}"
+        except subprocess.TimeoutExpired:
+            failure = f"timeout after {args.timeout_s:g} s (builds included)"
+        if failure:
+            results.append({"model": name, "candidates": {}, "error": failure})
+            print(f"{name}: {failure}", flush=True)
+        else:
+            result = json.loads(part.read_text())
+            result["wall_s"] = time.perf_counter() - model_start
+            results.append(result)
+            print(f"{name} ({result['wall_s']:.0f} s): " + ", ".join(
+                f"{r} {c['speedup']:.2f}x" if "speedup" in c else f"{r} error"
+                for r, c in result["candidates"].items()), flush=True)
         args.json.write_text(json.dumps({"command": " ".join(sys.argv), "environment": environment(),
                                          "results": results,
                                          "wall_s": time.perf_counter() - started}, indent=1))

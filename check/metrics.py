@@ -126,7 +126,7 @@ def compare_logits(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> Agreemen
         reasons.append(f"cosine {cosine:.6f} below {tol.min_cosine}")
     if disagreements:
         reasons.append(f"top-1 differs on {disagreements} of {len(rows)} clips")
-    if top5 < tol.min_top5:
+    if top5 < tol.min_top5 - 1e-9:  # a mean of fifths: 4/5 on every clip must not fail 0.8 by rounding
         reasons.append(f"top-5 overlap {top5:.2f} below {tol.min_top5}")
     return Agreement(max_abs, max_rel, cosine, float(agree.mean()) if len(rows) else 1.0, top5, int(tie.sum()),
                      disagreements, smallest_atol, not reasons, "; ".join(reasons), worst_scale)

@@ -89,3 +89,11 @@ def test_int8_gate_needs_the_top5_classes_too():
     assert a.top1 == 1.0 and a.cosine > 0.99 and a.top5 == 0.6
     assert not a.passed and "top-5 overlap 0.60 below 0.8" in a.reason
     assert compare_logits(ref, ref + 0.01, TOLERANCES["int8"]).passed
+
+
+def test_top5_overlap_exactly_at_the_threshold_passes():
+    ref = np.tile(5.0 + np.arange(400.0)[::-1] / 400, (5, 1))
+    got = ref.copy()
+    got[:, [4, 10]] = got[:, [10, 4]]  # one of the top five replaced on each of 5 clips: overlap 4/5 everywhere
+    a = compare_logits(ref, got, TOLERANCES["int8"])
+    assert abs(a.top5 - 0.8) < 1e-12 and a.passed, a.reason

@@ -34,7 +34,8 @@ from .records import Record
 from .timing import time_runs
 from .train import TrainStep
 
-__all__ = ["ModeSpec", "MODES", "CaseSpec", "requested_precision", "case_precision", "run_case"]
+__all__ = ["ModeSpec", "MODES", "CaseSpec", "requested_precision", "case_precision", "precision_for_record",
+           "run_case"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,15 @@ def case_precision(case: CaseSpec) -> Resolved:
     return resolve_precision(requested_precision(case), case.device, case.runtime, RUNTIMES[case.runtime].runs)
 
 
+def precision_for_record(case: CaseSpec) -> tuple[Resolved, PrecisionError | None]:
+    """`case_precision` for a record: what ran and why, or, when the request is refused, what was asked and the
+    refusal (returned, for the caller to record)."""
+    try:
+        return case_precision(case), None
+    except PrecisionError as err:
+        return Resolved(requested_precision(case), str(err)), err
+
+
 def _phase(name: str, done: int = 0, total: int = 0) -> None:
     print(f"PHASE {name} {done} {total}", file=sys.stderr, flush=True)
 
@@ -112,10 +122,7 @@ def run_case(case: CaseSpec):
     """Measure one case in this process and return its `Record` (errors become records, not exceptions)."""
     started = time.perf_counter()
     mode = MODES[case.mode]
-    try:
-        resolved = case_precision(case)
-    except PrecisionError as err:
-        resolved = Resolved(requested_precision(case), str(err))
+    resolved, refusal = precision_for_record(case)
     precision = resolved.precision
     batch = case.batch or mode.batch
     if case.threads:
@@ -134,7 +141,8 @@ def run_case(case: CaseSpec):
     if case.mode == "mobile" and case.device == "cpu":
         record.label = "mobile CPU proxy (this machine's CPU)"
     try:
-        case_precision(case)  # a request that cannot run as asked is refused here, in one line
+        if refusal is not None:  # a request that cannot run as asked is refused here, in one line
+            raise refusal
         if case.build_only:
             _build_artifact(case, precision, batch)
             record.status, record.message = "ok", "built"

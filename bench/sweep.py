@@ -18,9 +18,8 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import VcompileError
 from ..runtimes import RUNTIMES
-from .case import MODES, PARENT_ENV, CaseSpec, case_precision, requested_precision
+from .case import MODES, PARENT_ENV, CaseSpec, precision_for_record, requested_precision
 from .environment import environment
 from .records import Record, append_record, check_results_file, read_records
 
@@ -66,13 +65,9 @@ def _oom_kills() -> int | None:
 def _skeleton(case: CaseSpec, status: str, message: str, wall_s: float) -> Record:
     """A record for a case whose process died before it could report."""
     batch = case.batch or MODES[case.mode].batch
-    try:
-        resolved = case_precision(case)
-        precision, reason = resolved.precision, resolved.reason
-    except VcompileError as err:
-        precision, reason = requested_precision(case), str(err)
+    resolved, _ = precision_for_record(case)
     return Record(model=case.model, runtime=case.runtime, mode=case.mode, status=status,
-                  precision=precision, precision_reason=reason, batch=batch, input_shape=[],
+                  precision=resolved.precision, precision_reason=resolved.reason, batch=batch, input_shape=[],
                   device=case.device, threads=case.threads, warmup=case.warmup, iters=case.iters,
                   timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   requested_precision=requested_precision(case), message=message,

@@ -99,8 +99,10 @@ def verify_build(artifact: Artifact, ctx: BuildContext) -> dict[str, Any]:
     if not availability.can_run:
         return {"status": "not run", "runtime": runtime, "reason": availability.detail}
     precision = artifact.manifest["options"]["precision"]
-    if precision == "bf16" and RUNTIMES[runtime].default_device == "cpu" and not native_bf16()[0]:
-        return {"status": "not run", "runtime": runtime, "reason": f"{native_bf16()[1]}; check it on one that has"}
+    if precision == "bf16" and RUNTIMES[runtime].default_device == "cpu":
+        has_bf16, why = native_bf16()
+        if not has_bf16:
+            return {"status": "not run", "runtime": runtime, "reason": f"{why}; check it on one that has"}
     reference = np.concatenate([r.float().numpy() for r in ctx.reference()])
     try:
         agreement = check_runtime(artifact, runtime, ctx.check_inputs, reference, TOLERANCES[precision],

@@ -48,7 +48,8 @@ from ..errors import VcompileError
 from .base import BuildContext, Target, TargetResult
 
 __all__ = ["OPSET", "EXPORTERS", "EXTERNAL_DATA_BYTES", "MODEL_FILE", "EXPORTED_FILE", "exporter_order",
-           "export_onnx", "check_onnx", "simplify_onnx", "op_histogram", "quantize_int8", "build",
+           "export_onnx", "check_onnx", "simplify_onnx", "op_histogram", "prepare_for_quantization",
+           "quantize_int8", "build",
            "TARGET"]
 
 OPSET = 18
@@ -230,13 +231,9 @@ def _temporary_files_in(folder: str):
         tempfile.tempdir = before
 
 
-def quantize_int8(source: Path, dest: Path, clips: list[torch.Tensor], exclude: tuple[str, ...] = (),
-                  scratch: Path | None = None) -> dict[str, Any]:
-    """Quantize the fp32 graph ``source`` to a QDQ int8 graph at ``dest`` (see the module's docstring); the nodes
-    named in ``exclude`` stay float. Returns the settings for the manifest."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
-        quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def _clip_reader(clips: list[torch.Tensor]):
+    """An onnxruntime calibration reader that feeds ``clips`` one by one as the graph's input."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Clips(CalibrationDataReader):
         def __init__(self) -> None:
@@ -246,28 +243,42 @@ def quantize_int8(source: Path, dest: Path, clips: list[torch.Tensor], exclude: 
             clip = next(self.remaining, None)
             return None if clip is None else {INPUT_NAME: clip.numpy()}
 
-    with tempfile.TemporaryDirectory(dir=scratch) as tmp, _temporary_files_in(tmp):
-        prepared = Path(tmp) / "prepared.onnx"
-        try:  # shape inference and graph optimisation the quantizer works best on; skipped if it cannot run
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        except Exception as err:  # noqa: BLE001 - the quantizer still works on the graph as it is
-            prepared, prepared_note = source, f"pre-processing skipped: {_why(err)}"
-        else:
-            prepared_note = "shape inference and graph optimisation (quant_pre_process)"
-        root = logging.getLogger()  # the quantizer logs a warning per LayerNorm weight it leaves per tensor
-        level, root.level = root.level, max(root.level, logging.ERROR)
-        try:
-            quantize_static(str(prepared), str(dest), Clips(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude),
-                            op_types_to_quantize=list(QUANTIZED_OPS),
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        finally:
-            root.level = level
-    return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "quantized_ops": list(QUANTIZED_OPS),
-            "weights": "int8 per channel",
+    return Clips()
+
+
+def prepare_for_quantization(source: Path, prepared: Path) -> tuple[Path, str]:
+    """onnxruntime's pre-processing (shape inference, graph optimisation) of ``source`` into ``prepared``; returns
+    the graph to quantize (``source`` itself if pre-processing cannot run) and a note for the manifest."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    except Exception as err:  # noqa: BLE001 - the quantizer still works on the graph as it is
+        return source, f"pre-processing skipped: {_why(err)}"
+    return prepared, "shape inference and graph optimisation (quant_pre_process)"
+
+
+def quantize_int8(prepared: Path, dest: Path, clips: list[torch.Tensor], exclude: tuple[str, ...] = ()) -> \
+        dict[str, Any]:
+    """Quantize the (pre-processed) fp32 graph ``prepared`` to a QDQ int8 graph at ``dest`` (see the module's
+    docstring); the nodes named in ``exclude`` stay float. Returns the settings for the manifest. Call it inside
+    `_temporary_files_in` to keep the quantizer's calibration graphs in a folder of the build's."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    root = logging.getLogger()  # the quantizer logs a warning per LayerNorm weight it leaves per tensor
+    level, root.level = root.level, max(root.level, logging.ERROR)
+    try:
+        quantize_static(str(prepared), str(dest), _clip_reader(clips), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude),
+                        op_types_to_quantize=list(QUANTIZED_OPS),
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    finally:
+        root.level = level
+    return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+            "quantized_ops": list(QUANTIZED_OPS), "weights": "int8 per channel",
             "activations": "uint8 per tensor, min-max", "calibration": {"set": "calibration", "clips": len(clips)},
-            "prepare": prepared_note, "kept_float": list(exclude)}
+            "kept_float": list(exclude)}
 
 
 def int8_sensitivity(float_path: Path, qdq_path: Path, clip: torch.Tensor, scratch: Path) -> dict[str, float]:
@@ -276,7 +287,6 @@ def int8_sensitivity(float_path: Path, qdq_path: Path, clip: torch.Tensor, scrat
     graph, on one calibration clip) and its weight's (fp32 against dequantized int8), from onnxruntime's
     ``qdq_loss_debug``. The nodes with the lowest ratios are the ones to keep float."""
     import onnx
-    from onnxruntime.quantization.calibrate import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
         compute_signal_to_quantization_noice_ratio,
@@ -286,17 +296,10 @@ def int8_sensitivity(float_path: Path, qdq_path: Path, clip: torch.Tensor, scrat
         modify_model_output_intermediate_tensors,
     )
 
-    class One(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.remaining = iter([{INPUT_NAME: clip.numpy()}])
-
-        def get_next(self) -> dict | None:
-            return next(self.remaining, None)
-
     augmented = scratch / "qdq.augmented.onnx"
     modify_model_output_intermediate_tensors(str(qdq_path), str(augmented))
     try:
-        activations = collect_activations(str(augmented), One())
+        activations = collect_activations(str(augmented), _clip_reader([clip]))
     finally:
         _remove(augmented)
     snr = {name: compute_signal_to_quantization_noice_ratio(pair["pre_qdq"], pair["post_qdq"])
@@ -318,25 +321,30 @@ def _build_int8(ctx: BuildContext) -> TargetResult:
     if ctx.dependency is None:
         raise RuntimeError("an int8 onnx build quantizes the fp32 onnx artifact, and none was given")
     source, dest, clips = ctx.dependency.file("model"), ctx.out_dir / MODEL_FILE, ctx.calibration()
-    with ctx.stage("quantize"):
-        info = quantize_int8(source, dest, clips, scratch=ctx.out_dir)
-    parity = ctx.verify({"model": MODEL_FILE})
-    attempts = [{"kept_float": 0, "status": parity["status"], "cosine": parity.get("cosine")}]
-    if parity["status"] == "fail":
-        with ctx.stage("sensitivity"):
-            drops = int8_sensitivity(source, dest, clips[0], ctx.out_dir)
-        ranked = sorted(drops, key=drops.get)  # the lowest signal-to-noise ratio first
-        limit = max(1, int(len(ranked) * MAX_FLOAT_SHARE))
-        for count in _doubling(limit):
-            if parity["status"] != "fail":
-                break
-            with ctx.stage(f"quantize, {count} float"):
-                info = quantize_int8(source, dest, clips, tuple(ranked[:count]), scratch=ctx.out_dir)
-            parity = ctx.verify({"model": MODEL_FILE})
-            attempts.append({"kept_float": count, "status": parity["status"], "cosine": parity.get("cosine")})
-        info["snr_db"] = {name: round(drops[name], 2) for name in info["kept_float"]}
-    info["accuracy_aware"] = {"attempts": attempts, "quantized_nodes": sum(
-        1 for n in _nodes(source) if n in QUANTIZED_OPS), "max_float_share": MAX_FLOAT_SHARE}
+    with tempfile.TemporaryDirectory(dir=ctx.out_dir) as tmp, _temporary_files_in(tmp):
+        with ctx.stage("prepare"):
+            prepared, note = prepare_for_quantization(source, Path(tmp) / "prepared.onnx")
+        with ctx.stage("quantize"):
+            info = quantize_int8(prepared, dest, clips)
+        parity = ctx.verify({"model": MODEL_FILE})
+        attempts = [{"kept_float": 0, "status": parity["status"], "cosine": parity.get("cosine")}]
+        if parity["status"] == "fail":
+            with ctx.stage("sensitivity"):
+                drops = int8_sensitivity(source, dest, clips[0], ctx.out_dir)
+            ranked = sorted(drops, key=drops.get)  # the lowest signal-to-noise ratio first
+            limit = max(1, int(len(ranked) * MAX_FLOAT_SHARE))
+            for count in _doubling(limit):
+                if parity["status"] != "fail":
+                    break
+                with ctx.stage(f"quantize, {count} float"):
+                    info = quantize_int8(prepared, dest, clips, tuple(ranked[:count]))
+                parity = ctx.verify({"model": MODEL_FILE})
+                attempts.append({"kept_float": count, "status": parity["status"], "cosine": parity.get("cosine")})
+            info["snr_db"] = {name: round(drops[name], 2) for name in info["kept_float"]}
+    fp32_ops = ctx.dependency.manifest["info"]["ops"]["simplified"]  # counted when the fp32 graph was built
+    info["prepare"] = note
+    info["accuracy_aware"] = {"attempts": attempts, "max_float_share": MAX_FLOAT_SHARE,
+                              "quantized_nodes": sum(fp32_ops.get(op, 0) for op in QUANTIZED_OPS)}
     histogram = op_histogram(dest)
     info.update(fp32={"key": ctx.dependency.key}, ops=histogram, nodes=sum(histogram.values()),
                 io={"input": INPUT_NAME, "output": OUTPUT_NAME, "dtype": "float32", "dynamic_axes": {"batch": 0}})
@@ -349,13 +357,6 @@ def _doubling(limit: int) -> list[int]:
     while counts[-1] * 2 < limit:
         counts.append(counts[-1] * 2)
     return counts + [limit] if counts[-1] < limit else counts
-
-
-def _nodes(path: Path) -> list[str]:
-    """The op types of a graph's nodes, in order."""
-    import onnx
-
-    return [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]
 
 
 def build(ctx: BuildContext) -> TargetResult:

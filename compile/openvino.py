@@ -54,6 +54,7 @@ def quantize_int8(ir_path, xml_path, clips, accuracy_control: bool = False) -> d
     core = ov.Core()
     model = core.read_model(str(ir_path))
     dataset = nncf.Dataset([clip.numpy() for clip in clips])
+    layers = _quantized_layers(model)
     settings = {"quantizer": f"nncf {nncf.__version__}", "preset": "mixed", "calibration": {
         "set": "calibration", "clips": len(clips)}, "accuracy_control": accuracy_control}
     if not accuracy_control:
@@ -73,10 +74,10 @@ def quantize_int8(ir_path, xml_path, clips, accuracy_control: bool = False) -> d
             model, dataset, dataset, validation_fn=cosine, max_drop=0.01, drop_type=nncf.DropType.ABSOLUTE,
             subset_size=len(clips),
             advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
-                max_num_iterations=max(1, int(_quantized_layers(model) * MAX_FLOAT_SHARE))))
+                max_num_iterations=max(1, int(layers * MAX_FLOAT_SHARE))))
     ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
     fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops())
-    settings.update(fake_quantize_ops=fake_quantize, quantized_layers=_quantized_layers(model))
+    settings.update(fake_quantize_ops=fake_quantize, quantized_layers=layers)
     return settings
 
 

@@ -27,7 +27,7 @@ OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def compile_config(precision: str, threads: int | None) -> dict[str, object]:
-    """The CPU compile configuration of an artifact of ``precision`` (fp32 or bf16)."""
+    """The CPU compile configuration of an artifact of ``precision`` (fp32, bf16 or int8)."""
     config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
                                  "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
     if threads:
@@ -43,7 +43,7 @@ def _text(value: object) -> str:
 
 
 class OpenVinoRunner(Runner):
-    """OpenVINO on the CPU, latency hint; the artifact's precision (fp32 or bf16) is what runs."""
+    """OpenVINO on the CPU, latency hint; the artifact's precision (fp32, bf16 or int8) is what runs."""
 
     name = "openvino"
     devices = ("cpu",)

@@ -173,6 +173,10 @@ def _human_bytes(n: int | None) -> str:
 @click.option("--seed", type=click.IntRange(0, _MAX_SEED), default=0, show_default=True,
               help="Seed of the random weights and inputs.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local weights file to build.")
+@click.option("--calibration", metavar="DIR", default=None,
+              help="With --precision int8: calibrate on one clip from each video in DIR (subfolders included, at "
+                   "most 32, each at least as long as the clip) instead of seeded clips. The accuracy gate still "
+                   "judges on held-apart clips.")
 @click.option("--tiny", is_flag=True, help="Build the tiny test variants (4 frames, 64 px, 10 classes).")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
               help="How the ONNX target captures the graph.")
@@ -186,8 +190,8 @@ def _human_bytes(n: int | None) -> str:
                    "CPU, macOS only), with their PyTorch module and share of the model's FLOPs or cost.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def build(models: str, targets: str, precision: str | None, batch: int, frames: int | None, size: int | None,
-          seed: int, weights: str | None, tiny: bool, exporter: str, max_batch: int | None, out: str, force: bool,
-          explain: bool, fmt: str) -> None:
+          seed: int, weights: str | None, calibration: str | None, tiny: bool, exporter: str, max_batch: int | None,
+          out: str, force: bool, explain: bool, fmt: str) -> None:
     """Compile models to deployable artifacts, through a content-addressed cache.
 
     Prints one line per artifact: path, size, build time, and whether it came from the cache. A rebuild with the
@@ -200,6 +204,7 @@ def build(models: str, targets: str, precision: str | None, batch: int, frames: 
       vcompile build --model mvit-s --target coreml
       vcompile build --model all --target onnx,executorch --tiny
       vcompile build --model swin-t --target executorch --explain
+      vcompile build --model x3d-xs --target onnx,ov,et --precision int8 --calibration clips/
     """
     from .bench.builds import build_grid, single_cell, write_grid
     from .bench.selection import resolve_models, resolve_targets
@@ -207,7 +212,7 @@ def build(models: str, targets: str, precision: str | None, batch: int, frames: 
 
     names, target_names = resolve_models(models), resolve_targets(targets)
     options = BuildOptions(batch=batch, frames=frames, size=size, seed=seed, weights=weights, tiny=tiny,
-                           exporter=exporter, max_batch=max_batch)
+                           exporter=exporter, max_batch=max_batch, calibration=calibration)
     console = _console() if fmt == "table" else None
     single = len(names) == 1 and len(target_names) == 1
     explanations: dict[tuple[str, str], dict] = {}
@@ -251,6 +256,9 @@ def _explanation_table(model: str, target: str, explanation: dict):
     share = explanation.get("accelerated_share")
     headline = (f"{model} -> {target}: {share:.1%} of the model in {explanation['accelerator']}"
                 if share is not None else f"{model} -> {target}: placement not known here")
+    if explanation.get("int8_weights"):  # how many weighted ops of each kind read int8 weights
+        headline += "; int8 weights: " + ", ".join(
+            f"{kind} {n['int8_weights']}/{n['ops']}" for kind, n in explanation["int8_weights"].items())
     rows = [[r["module"], r["op"], str(r["count"]),
              f"{r['gflops']:.3f}" if "gflops" in r else "",
              f"{r.get('flops_share', r.get('cost_share', 0.0)):.2%}"] for r in explanation["not_accelerated"]]
@@ -372,8 +380,8 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
 @cli.command()
 @click.option("--model", "-m", "models", default="all", show_default=True, metavar="NAME[,NAME...]|all")
 @click.option("--runtime", "-r", "runtimes", default="all", show_default=True, metavar="LIST|all",
-              help="torch, inductor, onnxruntime (ort), openvino (ov), tensorrt (trt), executorch (et), ptl, coreml; 'all' means "
-                   "every runtime that can run here.")
+              help="torch, inductor, onnxruntime (ort), openvino (ov), tensorrt (trt), executorch (et), ptl, coreml; "
+                   "'all' means every runtime that can run here.")
 @click.option("--mode", "modes", default="all", show_default=True, metavar="train,batch,single,mobile|all",
               help="train: batch 8, AMP, full optimiser step; batch: 32, AMP; single: 1, AMP; mobile: 1, fp32 on the "
                    "mobile runtimes (executorch, ptl here; coreml on macOS).")

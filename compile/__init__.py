@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ try:
 except ImportError:  # Windows: builds of one key are not serialised across processes
     fcntl = None
 
-from ..data import check_seed, clip_set, example_input
+from ..data import calibration_videos, check_seed, clip_set, example_input
 from ..errors import InvalidShapeError, VcompileError, WeightsError
 from ..zoo import build_args, create_model, get_spec
 from .base import (
@@ -58,9 +59,9 @@ from .cache import (
     write_manifest,
 )
 
-__all__ = ["PRECISIONS", "CALIBRATION_CLIPS", "GATE_BATCHES", "UNVERIFIED", "Artifact", "BuildContext", "BuildOptions", "BuildError", "Target",
-           "TargetResult", "Verifier", "TARGET_NAMES", "get_target", "resolve_target", "resolve_targets", "build",
-           "DEFAULT_OUT"]
+__all__ = ["PRECISIONS", "CALIBRATION_CLIPS", "GATE_BATCHES", "UNVERIFIED", "Artifact", "BuildContext", "BuildOptions",
+           "BuildError", "Target", "TargetResult", "Verifier", "TARGET_NAMES", "get_target", "resolve_target",
+           "resolve_targets", "build", "DEFAULT_OUT"]
 
 TARGET_NAMES = ("onnx", "openvino", "tensorrt", "coreml", "executorch", "ptl")
 _ALIASES = {"trt": "tensorrt", "et": "executorch", "ort": "onnx", "pte": "executorch", "mlpackage": "coreml",
@@ -109,6 +110,19 @@ def _check_fits_in_memory(model: str, shape: tuple[int, ...]) -> None:
                                 "or --size")
 
 
+def _calibration_videos(options: BuildOptions, frames: int) -> tuple[list[Path], list[list[str]] | None]:
+    """The checked videos of ``options.calibration``, and their identity for the cache key: each one's path in the
+    folder and content hash (None without a folder)."""
+    if options.calibration is None:
+        return [], None
+    if options.precision != "int8":
+        raise VcompileError(f"--calibration sets the ranges of int8 quantization; this build is {options.precision} "
+                            "(add --precision int8, or leave --calibration out)")
+    videos = calibration_videos(options.calibration, frames)
+    root = Path(options.calibration)
+    return videos, [[v.relative_to(root).as_posix(), file_sha256(v)] for v in videos]
+
+
 def _weights_identity(weights: str | None) -> str | None:
     if weights is None:
         return None
@@ -140,11 +154,13 @@ def _check_inputs(tgt: Target, shape: tuple[int, ...], options: BuildOptions) ->
 
 def _context(spec_name: str, tgt: Target, shape: tuple[int, ...], options: BuildOptions, out_dir: Path,
              out: Path, dependency: Artifact | None, log: Callable[[str], None],
-             explain: Callable[[str, str, dict], None] | None) -> BuildContext:
+             explain: Callable[[str, str, dict], None] | None, videos: list[Path] = ()) -> BuildContext:
     check_set, inputs = _check_inputs(tgt, shape, options)
+    spec = get_spec(spec_name)
     return BuildContext(model=None, example=example_input(shape, options.seed), options=options, out_dir=out_dir,
                         dependency=dependency, log=log, cache_root=Path(out), check_inputs=inputs, check_set=check_set,
-                        explain=(lambda e: explain(spec_name, tgt.name, e)) if explain else (lambda e: None))
+                        explain=(lambda e: explain(spec_name, tgt.name, e)) if explain else (lambda e: None),
+                        calibration_videos=list(videos), normalization=(spec.mean, spec.std))
 
 
 def _create_model(spec_name: str, options: BuildOptions) -> torch.nn.Module:
@@ -224,16 +240,17 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
                       size=options.size)
     shape = (options.batch, 3, args["frames"], args["size"], args["size"])
     _check_fits_in_memory(spec.name, shape)
+    videos, videos_identity = _calibration_videos(options, args["frames"])  # checked before anything is built
 
     dependency = None
     source = tgt.int8_from if options.precision == "int8" and tgt.int8_from else tgt.depends_on
     if source:
-        dependency = build(spec.name, source, BuildOptions(**{**options.to_dict(), "precision": "fp32"}),
+        dependency = build(spec.name, source, replace(options, precision="fp32", calibration=None),
                            out=out, force=False, log=log, verify=verify)
     key, key_inputs = cache_key({
         "model": args, "target": tgt.name, "input_shape": shape,
-        "options": {k: v for k, v in options.to_dict().items() if k != "weights"},
-        "weights_sha256": _weights_identity(options.weights),
+        "options": {k: v for k, v in options.to_dict().items() if k not in ("weights", "calibration")},
+        "weights_sha256": _weights_identity(options.weights), "calibration_videos": videos_identity,
         "target_versions": tgt.versions(), "zoo_source": source_hash("zoo"),
         "target_source": source_hash(f"compile/{tgt.name}.py", "compile/base.py", "compile/rewrites.py"),
         "dependency": dependency.key if dependency else None,
@@ -263,7 +280,7 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
             raise VcompileError(f"cannot write artifacts under {out} ({err.strerror}); choose a writable --out") \
                 from None
         started = time.perf_counter()
-        ctx = _context(spec.name, tgt, shape, options, staging, Path(out), dependency, log, explain)
+        ctx = _context(spec.name, tgt, shape, options, staging, Path(out), dependency, log, explain, videos)
         manifest = {
             "schema": SCHEMA, "model": spec.name, "target": tgt.name, "key": key, "key_inputs": key_inputs,
             "options": options.to_dict(), "input_shape": list(shape), "runtime": tgt.runtime,
@@ -274,6 +291,8 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
             with ctx.stage("create model"):
                 ctx.model = _create_model(spec.name, options)
             result = tgt.build(ctx)
+            if options.precision == "int8":
+                result.info["calibration"] = ctx.calibration_info()
             parity = result.parity or ctx.verify(result.files)
         except VcompileError:
             shutil.rmtree(staging, ignore_errors=True)

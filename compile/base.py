@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import clip_set
+from ..data import calibration_clips, clip_set
 
-__all__ = ["PRECISIONS", "PRECISION_NOTES", "CALIBRATION_CLIPS", "UNVERIFIED", "BuildOptions", "Target", "BuildContext", "TargetResult", "Artifact",
-           "Verifier", "module_path"]
+__all__ = ["PRECISIONS", "PRECISION_NOTES", "CALIBRATION_CLIPS", "UNVERIFIED", "BuildOptions", "Target", "BuildContext",
+           "TargetResult", "Artifact", "Verifier", "module_path"]
 
 # Numeric precisions, as data: what each means is in `PRECISION_NOTES`; which targets build and which runtimes run
 # each is in `Target.precisions` and `Runner.precisions`; int8 and the float16s are judged by the accuracy gate.
@@ -58,6 +58,8 @@ class BuildOptions:
         exporter: how the PyTorch graph is captured where a target has a choice (onnx: ``dynamo``,
             ``torchscript`` or ``auto``).
         max_batch: the largest batch an engine with a batch profile accepts (tensorrt; None: max(batch, 32)).
+        calibration: a folder of videos an int8 build calibrates on (`vcompile.data.calibration_videos`); None:
+            seeded clips. The cache key holds the videos' contents, not the folder's name.
     """
 
     precision: str = "fp32"
@@ -70,6 +72,7 @@ class BuildOptions:
     tiny: bool = False
     exporter: str = "auto"
     max_batch: int | None = None
+    calibration: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +116,11 @@ class BuildContext:
     # Set by `vcompile.compile.build`: checks the files written so far (role -> name) and returns the manifest's
     # "parity" entry; `UNVERIFIED` when the build has no verifier.
     verify: Callable[[dict[str, str]], dict[str, Any]] = lambda files: dict(UNVERIFIED)
+    # The videos of ``options.calibration`` (checked) and the model's input normalisation, to decode them with.
+    calibration_videos: list[Path] = field(default_factory=list)
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((0.0,) * 3, (1.0,) * 3)
     _reference: list[torch.Tensor] | None = field(default=None, repr=False)
+    _calibration: list[torch.Tensor] | None = field(default=None, repr=False)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -126,9 +133,22 @@ class BuildContext:
             self.stages[name] = round(time.perf_counter() - start, 3)
 
     def calibration(self) -> list[torch.Tensor]:
-        """The clips an int8 build calibrates on: `CALIBRATION_CLIPS` of the "calibration" set, one clip each
-        (batch 1), for the build's seed; never the gate's held-apart clips."""
-        return clip_set("calibration", (1, *self.example.shape[1:]), CALIBRATION_CLIPS, self.options.seed)
+        """The clips an int8 build calibrates on, one clip each (batch 1): one per video of the calibration
+        folder when the build has one, else `CALIBRATION_CLIPS` of the "calibration" set for the build's seed;
+        never the gate's held-apart clips. Decoded once per build."""
+        if self._calibration is None:
+            _, _, frames, size, _ = self.example.shape
+            self._calibration = (calibration_clips(self.calibration_videos, frames, size, *self.normalization)
+                                 if self.calibration_videos else
+                                 clip_set("calibration", (1, *self.example.shape[1:]), CALIBRATION_CLIPS,
+                                          self.options.seed))
+        return self._calibration
+
+    def calibration_info(self) -> dict[str, Any]:
+        """What the build calibrated on, for its manifest."""
+        if self.calibration_videos:
+            return {"set": "videos", "folder": self.options.calibration, "videos": len(self.calibration_videos)}
+        return {"set": "calibration", "clips": CALIBRATION_CLIPS}
 
     def reference(self) -> list[torch.Tensor]:
         """PyTorch eager fp32 outputs on ``check_inputs`` (computed on first use, then reused)."""

@@ -254,6 +254,9 @@ def pte_from_edge_program(edge_program, path: Path) -> int:
     return path.stat().st_size
 
 
+PADS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+
+
 def quantized_program(model: nn.Module, example: torch.Tensor, clips: list[torch.Tensor]):
     """The PT2E int8 program of ``model`` for XNNPACK, calibrated on ``clips`` (each repeated to the static batch).
     Returns the exported program and the quantizer's settings for the manifest."""
@@ -262,8 +265,29 @@ def quantized_program(model: nn.Module, example: torch.Tensor, clips: list[torch
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    class PadSharingQuantizer(XNNPACKQuantizer):
+        """XNNPACK's quantizer, with zero padding sharing its input's quantization: XNNPACK pads an int8 tensor only
+        when input and output have the same scale and zero point (the rewrites' temporal padding otherwise fails
+        to load, 'Failed to create StaticConstantPad'). Exact: the pad value 0 is the zero point."""
+
+        def annotate(self, model):
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                if node.target not in PADS or node.meta.get(Q_ANNOTATION_KEY) is not None:
+                    continue
+                source = node.args[0]
+                annotation = source.meta.get(Q_ANNOTATION_KEY) if isinstance(source, torch.fx.Node) else None
+                if annotation is None or annotation.output_qspec is None:
+                    continue  # a float input stays float
+                shared = SharedQuantizationSpec(source)
+                node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(
+                    input_qspec_map={source: shared}, output_qspec=shared, _annotated=True)
+            return model
+
+    quantizer = PadSharingQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     with torch.no_grad():
         prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
         for clip in clips:
@@ -271,8 +295,7 @@ def quantized_program(model: nn.Module, example: torch.Tensor, clips: list[torch
         converted = convert_pt2e(prepared)
         program = torch.export.export(converted, (example,))
     settings = {"quantizer": "executorch XNNPACKQuantizer (PT2E)", "weights": "int8 per channel, symmetric",
-                "activations": "int8 per tensor", "calibration": {"set": "calibration", "clips": len(clips)},
-                **_quantized_weights(program)}
+                "activations": "int8 per tensor", **_quantized_weights(program)}
     return program, settings
 
 
@@ -306,6 +329,8 @@ def build(ctx: BuildContext) -> TargetResult:
     with ctx.stage("lower"):
         edge = edge_program_from_exported(program)
         summary = delegation_summary(edge)
+    if quantization is not None:
+        summary["explain"]["int8_weights"] = quantization["weighted_ops"]
     ctx.explain(summary["explain"])  # before serializing, for --explain
     with ctx.stage("serialize"):
         size = pte_from_edge_program(edge, ctx.out_dir / MODEL_FILE)

@@ -277,8 +277,7 @@ def quantize_int8(prepared: Path, dest: Path, clips: list[torch.Tensor], exclude
         root.level = level
     return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "quantized_ops": list(QUANTIZED_OPS), "weights": "int8 per channel",
-            "activations": "uint8 per tensor, min-max", "calibration": {"set": "calibration", "clips": len(clips)},
-            "kept_float": list(exclude)}
+            "activations": "uint8 per tensor, min-max", "kept_float": list(exclude)}
 
 
 def int8_sensitivity(float_path: Path, qdq_path: Path, clip: torch.Tensor, scratch: Path) -> dict[str, float]:

@@ -6,8 +6,9 @@ clips here, so calibration and checking can never silently share a clip.
 
 from __future__ import annotations
 
+from .calibration import MAX_CALIBRATION_VIDEOS, VIDEO_SUFFIXES, calibration_clips, calibration_videos
 from .clips import CLIP_SETS, MAX_SEED, check_seed, clip_set, example_input
 from .video import Clip, VideoError, load_clip, sample_indices
 
 __all__ = ["CLIP_SETS", "MAX_SEED", "check_seed", "clip_set", "example_input", "Clip", "VideoError", "load_clip",
-           "sample_indices"]
+           "sample_indices", "MAX_CALIBRATION_VIDEOS", "VIDEO_SUFFIXES", "calibration_clips", "calibration_videos"]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import MissingDependencyError, VcompileError
 
-__all__ = ["VideoError", "Clip", "sample_indices", "load_clip"]
+__all__ = ["VideoError", "Clip", "sample_indices", "declared_frames", "load_clip"]
 
 
 class VideoError(VcompileError):
@@ -80,7 +80,7 @@ def _frames(path: Path, wanted: set[int] | None) -> tuple[int, dict[int, np.ndar
     return count, kept
 
 
-def _declared_frames(path: Path) -> int:
+def declared_frames(path: Path) -> int:
     """The frame count the container declares for its first video stream (0 when it declares none)."""
     av = _open(path)
     try:
@@ -99,7 +99,7 @@ def _sampled_frames(path: Path, frames: int, sampling: str, seed: int) -> tuple[
     """The sampled frames of ``path`` with bounded memory: pick the indices from the declared frame count and keep
     only those while decoding; if the count the decoder finds differs (or none was declared), pick again from the
     true count and decode once more."""
-    declared = _declared_frames(path)
+    declared = declared_frames(path)
     total, kept = _frames(path, set(sample_indices(declared, frames, sampling, seed)) if declared else None)
     if total == 0:
         raise VideoError(f"{path} decoded to no frames; the file is empty or damaged")

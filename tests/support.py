@@ -25,6 +25,25 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, env=env)
 
 
+def write_video(path, frames: int, height: int = 48, width: int = 64, noise_seed: int | None = None) -> None:
+    """A video whose frame i is a flat grey of level 10 * i (mod 256), so sampled frames can be recognised; with
+    ``noise_seed``, frames of seeded random pixels instead (content to calibrate on)."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(noise_seed)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = (np.full((height, width, 3), (10 * i) % 256, dtype=np.uint8) if noise_seed is None else
+                     rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
 def tiny_clip(batch: int = 2, seed: int = 0) -> torch.Tensor:
     from vcompile.zoo import TINY_FRAMES, TINY_SIZE
 

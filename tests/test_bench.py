@@ -10,9 +10,9 @@ import pytest
 
 from vcompile.bench import sweep
 from vcompile.bench.case import CaseSpec, case_precision
-from vcompile.runtimes import precision as prec
 from vcompile.bench.records import LatencyStats, Record, append_record, read_records
 from vcompile.errors import VcompileError
+from vcompile.runtimes import precision as prec
 
 TINY = CaseSpec(model="movinet-a0", runtime="torch", mode="single", warmup=1, iters=3, tiny=True, threads=1)
 
@@ -49,7 +49,8 @@ def test_a_case_measures_in_its_own_process(tmp_path, monkeypatch):
     assert record.iters_timed == 3 and len(record.latencies_ms) == 3
     assert record.mean_ms == pytest.approx(np.mean(record.latencies_ms), rel=1e-3)
     assert record.precision == "fp32" and record.requested_precision == "amp"
-    assert record.precision_reason.startswith("amp on a CPU: this CPU has no native bf16") and "so fp32" in record.precision_reason
+    reason = record.precision_reason
+    assert reason.startswith("amp on a CPU: this CPU has no native bf16") and "so fp32" in reason
     assert record.env["cpu"]["flags_hidden"] == ",".join(prec.BF16_FLAGS)
     assert record.input_shape == [1, 3, 4, 64, 64] and record.params > 0
     assert record.peak_host_mb > 100 and record.env["packages"]["torch"]

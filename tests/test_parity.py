@@ -69,7 +69,7 @@ def test_a_perturbed_artifact_fails_and_localize_names_the_module(name, tmp_path
 
 def test_parity_on_a_real_video(cli, tmp_path):
     av = pytest.importorskip("av", reason='PyAV writes the test video: pip install "vcompile[video]"')
-    from test_video import write_video
+    from support import write_video
 
     assert av
     video = tmp_path / "clip.mp4"

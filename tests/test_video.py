@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import write_video
 
 from vcompile.data.video import VideoError, load_clip, sample_indices
 
 av = pytest.importorskip("av", reason='PyAV is needed to write and decode video: pip install "vcompile[video]"')
-
-
-def write_video(path, frames: int, height: int = 48, width: int = 64) -> None:
-    """A video whose frame i is a flat grey of level 10 * i, so sampled frames can be recognised."""
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            image = np.full((height, width, 3), (10 * i) % 256, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def test_uniform_sampling_is_the_papers_evenly_spaced_frames():

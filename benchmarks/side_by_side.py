@@ -198,9 +198,78 @@ def summarize(paths: list[Path], plot: Path | None) -> str:
         lines.append("Inductor's compile (first call, s): " + ", ".join(
             f"{m} {r['candidates']['inductor'].get('first_run_ms', float('nan')) / 1000:.0f}"
             for m, r in first.items() if "inductor" in r["candidates"]))
+    reduced = [c for c in columns if _split(c)[1] != "fp32"]
+    if reduced:
+        lines += _over_own_fp32(runs, paths, reduced)
     if plot is not None:
         _plot(runs, paths, plot, columns)
         lines += ["", f"![speedup over eager]({plot.name})"]
+    return "\n".join(lines)
+
+
+def _over_own_fp32(runs: list[dict], paths: list[Path], reduced: list[str]) -> list[str]:
+    """Each reduced-precision candidate against its own runtime at fp32 (torch:bf16 against eager), per round."""
+    lines = []
+    for path, run in zip(paths, runs):
+        lines += [f"### {path.name}: over the same runtime's fp32", "",
+                  "| model | " + " | ".join(reduced) + " |", "|---|" + "---|" * len(reduced)]
+        rng = np.random.default_rng(0)
+        for result in run["results"]:
+            cells = []
+            for candidate in reduced:
+                record = result["candidates"].get(candidate, {})
+                base = result["candidates"].get(_split(candidate)[0], {})
+                if "speedup" not in record or "speedup" not in base:
+                    cells.append("-")
+                    continue
+                ratios = (np.array([np.median(t) for t in base["samples_ms"]])
+                          / np.array([np.median(t) for t in record["samples_ms"]]))
+                low, high = _bootstrap(ratios, rng)
+                mark = "" if correct(record) else " (fails its check)"
+                cells.append(f"{np.median(ratios):.2f}x [{low:.2f}-{high:.2f}]{mark}")
+            lines.append(f"| {result['model']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def gate_table(artifacts: Path, models: list[str]) -> str:
+    """Every reduced-precision artifact in the cache ``artifacts`` for ``models``: its gate, how long its build took
+    (the quantization; its fp32 dependency not included) and what the accuracy-aware step kept in float."""
+    found: dict[tuple[str, str], dict] = {}
+    for manifest_path in sorted(artifacts.glob("builds/*/*/*/manifest.json")):
+        manifest = json.loads(manifest_path.read_text())
+        precision = manifest.get("options", {}).get("precision")
+        if precision in (None, "fp32") or manifest.get("model") not in models:
+            continue
+        previous = found.get((manifest["model"], f"{manifest['target']}:{precision}"))
+        if previous is None or manifest.get("created", "") > previous.get("created", ""):
+            found[manifest["model"], f"{manifest['target']}:{precision}"] = manifest
+    columns = sorted({c for _, c in found})
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    passing = {}
+    for model in models:
+        cells = []
+        for column in columns:
+            manifest = found.get((model, column))
+            if manifest is None:
+                cells.append("-")
+                continue
+            gate, info = manifest.get("parity", {}), manifest.get("info", {})
+            status = gate.get("status", "?")
+            if status == "pass" and column.endswith(":int8"):
+                passing.setdefault(model, []).append(column.split(":")[0])
+            cell = (f"{'pass' if status == 'pass' else '**' + status + '**'} {gate.get('cosine', float('nan')):.4f}, "
+                    f"{gate.get('top5', float('nan')):.2f} ({manifest.get('build_seconds', 0):.0f} s")
+            kept = info.get("kept_float") or []
+            if kept:
+                total = info.get("accuracy_aware", {}).get("quantized_nodes")
+                cell += f"; {len(kept)}{f' of {total}' if total else ''} nodes kept float"
+            attempts = info.get("attempts") or []
+            if any(a.get("accuracy_control") for a in attempts):
+                cell += "; NNCF accuracy control"
+            cells.append(cell + ")")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", f"int8 passes its gate on {len(passing)} of {len(models)} models on at least one runtime"]
     return "\n".join(lines)
 
 
@@ -263,9 +332,14 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one model, in this process
     parser.add_argument("--summarize", type=Path, nargs="+", help="JSON files of earlier runs -> markdown")
     parser.add_argument("--plot", type=Path, help="with --summarize: write the speedup plot here (.png)")
+    parser.add_argument("--gates", type=Path, help="with --summarize: the artifact cache; adds the table of every "
+                                                   "reduced-precision artifact's gate and build time")
     args = parser.parse_args()
     if args.summarize:
         print(summarize(args.summarize, args.plot))
+        if args.gates:
+            models = [r["model"] for r in json.loads(args.summarize[0].read_text())["results"]]
+            print("\n" + gate_table(args.gates, models))
         return
     runtimes = ["torch"] + [r for r in args.runtime.split(",") if r.strip() and r.strip() != "torch"]
     if args.one:

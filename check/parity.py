@@ -29,7 +29,7 @@ from .localize import localize_onnx
 from .metrics import TOLERANCES, Agreement, Tolerance, compare_logits
 
 __all__ = ["ParityRow", "ParityResult", "PARITY_RUNTIMES", "parity_inputs", "reference_logits", "check_runtime",
-           "verify_build", "build_verified", "run_parity"]
+           "verify_build", "judge_outputs", "build_verified", "run_parity"]
 
 # Runtimes that parity compares against the reference (torch itself is the reference).
 PARITY_RUNTIMES = tuple(name for name, info in RUNTIMES.items() if info.target is not None)
@@ -113,9 +113,20 @@ def verify_build(artifact: Artifact, ctx: BuildContext) -> dict[str, Any]:
             "batches": [int(x.shape[0]) for x in ctx.check_inputs], **agreement.to_dict()}
 
 
+def judge_outputs(outputs: list[torch.Tensor], ctx: BuildContext) -> dict[str, Any]:
+    """`verify_build`'s verdict on logits a build computed itself on ``ctx.check_inputs`` (an int8 reference model
+    in PyTorch, during an accuracy-aware search), at the build precision's thresholds."""
+    reference = np.concatenate([r.float().numpy() for r in ctx.reference()])
+    got = np.concatenate([o.detach().float().numpy() for o in outputs])
+    agreement = compare_logits(reference, got, TOLERANCES[ctx.options.precision])
+    return {"status": "pass" if agreement.passed else "fail", "runtime": "pytorch", "clips": ctx.check_set,
+            **agreement.to_dict()}
+
+
 def build_verified(model: str, target: str, options: BuildOptions | None = None, **kwargs) -> Artifact:
-    """`vcompile.compile.build` with `verify_build`: how vcompile's commands build (same arguments)."""
-    return build(model, target, options, verify=verify_build, **kwargs)
+    """`vcompile.compile.build` with `verify_build` and `judge_outputs`: how vcompile's commands build (same
+    arguments)."""
+    return build(model, target, options, verify=verify_build, judge=judge_outputs, **kwargs)
 
 
 def run_parity(model: str, runtimes: list[str], *, precision: str = "fp32", samples: int = 2, seed: int = 0,

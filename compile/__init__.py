@@ -44,6 +44,7 @@ from .base import (
     Artifact,
     BuildContext,
     BuildOptions,
+    Judge,
     Target,
     TargetResult,
     Verifier,
@@ -201,7 +202,8 @@ def _key_lock(folder: Path) -> Iterator[None]:
 
 def build(model: str, target: str, options: BuildOptions | None = None, *, out: str | Path = DEFAULT_OUT,
           force: bool = False, log: Callable[[str], None] | None = None,
-          explain: Callable[[str, str, dict], None] | None = None, verify: Verifier | None = None) -> Artifact:
+          explain: Callable[[str, str, dict], None] | None = None, verify: Verifier | None = None,
+          judge: Judge | None = None) -> Artifact:
     """Build (or fetch from the cache) one model for one target.
 
     Args:
@@ -215,6 +217,8 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
             (executorch, coreml) with the ops left outside the accelerator; from the manifest on a cache hit.
         verify: checks the artifact right after it is built (see `Verifier`); its result is the manifest's
             ``parity``. A cached artifact that was built without one is verified now and its manifest updated.
+        judge: the same check on outputs a build computes itself (`BuildContext.judge`), for accuracy-aware
+            searches that try many candidates before writing one.
 
     Raises:
         VcompileError: unknown model or target, unsupported precision, missing package; BuildError when the
@@ -246,7 +250,7 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
     source = tgt.int8_from if options.precision == "int8" and tgt.int8_from else tgt.depends_on
     if source:
         dependency = build(spec.name, source, replace(options, precision="fp32", calibration=None),
-                           out=out, force=False, log=log, verify=verify)
+                           out=out, force=False, log=log, verify=verify, judge=judge)
     key, key_inputs = cache_key({
         "model": args, "target": tgt.name, "input_shape": shape,
         "options": {k: v for k, v in options.to_dict().items() if k not in ("weights", "calibration")},
@@ -287,6 +291,8 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
             "dependency": str(dependency.path) if dependency else None,
         }
         ctx.verify = _verifier(Artifact(spec.name, tgt.name, key, staging, manifest), ctx, verify)
+        if judge is not None:
+            ctx.judge = lambda outputs: judge(outputs, ctx)
         try:
             with ctx.stage("create model"):
                 ctx.model = _create_model(spec.name, options)

@@ -17,7 +17,7 @@ from torch import nn
 from ..data import calibration_clips, clip_set
 
 __all__ = ["PRECISIONS", "PRECISION_NOTES", "CALIBRATION_CLIPS", "UNVERIFIED", "BuildOptions", "Target", "BuildContext",
-           "TargetResult", "Artifact", "Verifier", "module_path"]
+           "TargetResult", "Artifact", "Verifier", "Judge", "module_path", "MAX_FLOAT_SHARE", "float_counts"]
 
 # Numeric precisions, as data: what each means is in `PRECISION_NOTES`; which targets build and which runtimes run
 # each is in `Target.precisions` and `Runner.precisions`; int8 and the float16s are judged by the accuracy gate.
@@ -28,6 +28,21 @@ PRECISION_NOTES = {
     "int8": "8-bit integers by post-training quantization on calibration clips, behind the accuracy gate",
 }
 PRECISIONS = tuple(PRECISION_NOTES)
+# Accuracy-aware int8: when a quantized artifact fails its gate, its most sensitive layers go back to float, in
+# doubling numbers (`float_counts`), until it passes or this share of its quantizable layers is float.
+MAX_FLOAT_SHARE = 0.25
+
+
+def float_counts(layers: int) -> list[int]:
+    """How many layers to keep float at each accuracy-aware attempt: 1, 2, 4, ... up to `MAX_FLOAT_SHARE` of
+    ``layers`` (at least 1), that limit last."""
+    limit = max(1, int(layers * MAX_FLOAT_SHARE))
+    counts = [1]
+    while counts[-1] * 2 < limit:
+        counts.append(counts[-1] * 2)
+    return counts + [limit] if counts[-1] < limit else counts
+
+
 # Seeded clips an int8 build calibrates on, from `vcompile.data`'s "calibration" set (the gate never sees them).
 CALIBRATION_CLIPS = 8
 # The manifest's "parity" of an artifact built without a verifier (`vcompile.compile.build` called on its own).
@@ -116,6 +131,10 @@ class BuildContext:
     # Set by `vcompile.compile.build`: checks the files written so far (role -> name) and returns the manifest's
     # "parity" entry; `UNVERIFIED` when the build has no verifier.
     verify: Callable[[dict[str, str]], dict[str, Any]] = lambda files: dict(UNVERIFIED)
+    # Set by `vcompile.compile.build` when the caller gave a judge: the verification's verdict on outputs the build
+    # computed itself on ``check_inputs`` (an int8 reference model run in PyTorch), far cheaper than lowering and
+    # running each candidate of an accuracy-aware search; None: no such shortcut, verify the files.
+    judge: Callable[[list[torch.Tensor]], dict[str, Any]] | None = None
     # The videos of ``options.calibration`` (checked) and the model's input normalisation, to decode them with.
     calibration_videos: list[Path] = field(default_factory=list)
     normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((0.0,) * 3, (1.0,) * 3)
@@ -235,3 +254,5 @@ class Artifact:
 # (`vcompile.check.parity.verify_build`): the artifact (its files still in the staging folder) and the build's
 # context, for `BuildContext.check_inputs` and `BuildContext.reference`; it returns the manifest's "parity" entry.
 Verifier = Callable[[Artifact, BuildContext], dict[str, Any]]
+# Judges outputs computed on ``ctx.check_inputs`` as the verifier would judge the artifact's (see `BuildContext.judge`).
+Judge = Callable[[list[torch.Tensor], BuildContext], dict[str, Any]]

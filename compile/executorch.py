@@ -12,7 +12,9 @@ int8 programs go the same way with post-training quantization between the rewrit
 module (its 3-D convolutions already 2-D ones, which XNNPACK can quantize and a direct lowering could not) is
 exported, annotated by ExecuTorch's XNNPACK quantizer (symmetric int8, weights per channel, activations per
 tensor), calibrated on the build's calibration clips (PT2E ``prepare_pt2e``/``convert_pt2e``), exported again and
-lowered; XNNPACK then runs the quantized convolutions and linear layers in int8.
+lowered; XNNPACK then runs the quantized convolutions and linear layers in int8. When the quantized reference
+module fails the accuracy gate in PyTorch, the modules whose input activations lose most to quantization stay float
+(`int8_sensitivity`, `_accuracy_aware_int8`); only the module that passes, or the last one tried, is lowered.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import BuildContext, Target, TargetResult, module_path
+from .base import MAX_FLOAT_SHARE, BuildContext, Target, TargetResult, float_counts, module_path
 from .rewrites import apply_rewrites
 
 __all__ = ["MODEL_FILE", "GRAPH_REWRITES", "exported_program_from_module", "edge_program_from_exported",
@@ -257,9 +259,11 @@ def pte_from_edge_program(edge_program, path: Path) -> int:
 PADS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
 
 
-def quantized_program(model: nn.Module, example: torch.Tensor, clips: list[torch.Tensor]):
-    """The PT2E int8 program of ``model`` for XNNPACK, calibrated on ``clips`` (each repeated to the static batch).
-    Returns the exported program and the quantizer's settings for the manifest."""
+def quantized_program(model: nn.Module, example: torch.Tensor, clips: list[torch.Tensor],
+                      keep_float: tuple[str, ...] = ()):
+    """The PT2E int8 program of ``model`` for XNNPACK, calibrated on ``clips`` (each repeated to the static batch),
+    with the modules named in ``keep_float`` left float. Returns the exported program, the quantized reference
+    module it was exported from (for `int8_sensitivity` and a gate in PyTorch), and the quantizer's settings."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -288,6 +292,9 @@ def quantized_program(model: nn.Module, example: torch.Tensor, clips: list[torch
             return model
 
     quantizer = PadSharingQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if keep_float:
+        skipped = set(keep_float)
+        quantizer.set_filter_function(lambda node: module_path(node) not in skipped)
     with torch.no_grad():
         prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
         for clip in clips:
@@ -295,8 +302,44 @@ def quantized_program(model: nn.Module, example: torch.Tensor, clips: list[torch
         converted = convert_pt2e(prepared)
         program = torch.export.export(converted, (example,))
     settings = {"quantizer": "executorch XNNPACKQuantizer (PT2E)", "weights": "int8 per channel, symmetric",
-                "activations": "int8 per tensor", **_quantized_weights(program)}
-    return program, settings
+                "activations": "int8 per tensor", "kept_float": list(keep_float), **_quantized_weights(program)}
+    return program, converted, settings
+
+
+def int8_sensitivity(converted: torch.fx.GraphModule, clip: torch.Tensor) -> dict[str, float]:
+    """How much quantizing its input activation costs each convolution and linear layer of a quantized reference
+    module, as a signal-to-quantization-noise ratio in dB (lower is worse), by module path: the tensor before its
+    quantize and after its dequantize, in one run on ``clip``. Local noise, as onnxruntime's ``qdq_loss_debug``
+    measures it, so a layer is not blamed for the error of the layers before it; weights (int8 per channel) are
+    rarely what fails a gate and are not ranked."""
+    quantize = {torch.ops.quantized_decomposed.quantize_per_tensor.default}
+    watched = {}  # quantize node -> module path of the weighted op its dequantized output feeds
+    for node in converted.graph.nodes:
+        kind = _op_name(node) if node.op == "call_function" else ""
+        if ("conv" in kind or "linear" in kind) and node.args and isinstance(node.args[0], torch.fx.Node):
+            dequantized = node.args[0]
+            source = dequantized.args[0] if dequantized.op == "call_function" and dequantized.args else None
+            if isinstance(source, torch.fx.Node) and source.target in quantize and module_path(node):
+                watched[source] = (dequantized, module_path(node))
+    pending, ratios = {}, {}
+
+    class Probe(torch.fx.Interpreter):
+        def run_node(self, node):
+            result = super().run_node(node)
+            if node in watched:  # keep the float input of this quantize until its dequantize has run
+                pending[watched[node][0]] = (self.env[node.args[0]] if isinstance(node.args[0], torch.fx.Node)
+                                             else node.args[0], watched[node][1])
+            elif node in pending:
+                before, path = pending.pop(node)
+                noise = float(((before.float() - result.float()) ** 2).sum())
+                signal = float((before.float() ** 2).sum())
+                db = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else float("inf")
+                ratios[path] = min(ratios.get(path, float("inf")), db)
+            return result
+
+    with torch.no_grad():
+        Probe(converted).run(clip)
+    return ratios
 
 
 def _quantized_weights(program) -> dict[str, dict[str, int]]:
@@ -314,6 +357,48 @@ def _quantized_weights(program) -> dict[str, dict[str, int]]:
     return {"weighted_ops": counts}
 
 
+def _accuracy_aware_int8(ctx: BuildContext, model: nn.Module):
+    """The int8 program of the rewritten ``model``; when its quantized reference fails the gate in PyTorch
+    (`BuildContext.judge`), the modules whose input activations lose most to quantization stay float, a doubling
+    number at a time (`float_counts`), until it passes or `MAX_FLOAT_SHARE` of them is float. The lowered
+    program is then verified as every artifact is; the manifest names each attempt and what stayed float."""
+    clips = ctx.calibration()
+    with ctx.stage("quantize"):
+        program, converted, quantization = quantized_program(model, ctx.example, clips)
+    if ctx.judge is None:
+        return program, quantization
+
+    def judged(module) -> dict:
+        with torch.no_grad():
+            return ctx.judge([module(x) for x in ctx.check_inputs])
+
+    gate = judged(converted)
+    attempts = [{"kept_float": 0, "status": gate["status"], "cosine": gate.get("cosine")}]
+    if gate["status"] == "fail":
+        example = clips[0].expand(ctx.example.shape[0], *clips[0].shape[1:]).contiguous()
+        with ctx.stage("sensitivity"):
+            ratios = int8_sensitivity(converted, example)
+        ranked = sorted(ratios, key=ratios.get)  # the lowest signal-to-noise ratio first
+        for count in float_counts(len(ranked)):
+            with ctx.stage(f"quantize, {count} float"):
+                program, converted, quantization = quantized_program(model, ctx.example, clips, tuple(ranked[:count]))
+            gate = judged(converted)
+            attempts.append({"kept_float": count, "status": gate["status"], "cosine": gate.get("cosine")})
+            if gate["status"] != "fail":
+                break
+        quantization["snr_db"] = {path: round(ratios[path], 2) for path in ranked}  # the whole ranking
+    quantization["accuracy_aware"] = {"judged": "quantized reference module in PyTorch, on the gate's clips",
+                                      "attempts": attempts, "max_float_share": MAX_FLOAT_SHARE,
+                                      "quantized_modules": len(_weighted_modules(converted))}
+    return program, quantization
+
+
+def _weighted_modules(graph_module: torch.fx.GraphModule) -> set[str]:
+    """Module paths of the convolutions and linear layers of a graph."""
+    return {module_path(n) for n in graph_module.graph.nodes if n.op == "call_function"
+            and ("conv" in _op_name(n) or "linear" in _op_name(n)) and module_path(n)}
+
+
 def build(ctx: BuildContext) -> TargetResult:
     """Rewrite, export (quantize, for int8), lower to XNNPACK and write ``model.pte`` (`vcompile.compile.build`
     then verifies it)."""
@@ -321,8 +406,7 @@ def build(ctx: BuildContext) -> TargetResult:
         model, rewrites = apply_rewrites(ctx.model, "executorch", ctx.example)
     quantization = None
     if ctx.options.precision == "int8":
-        with ctx.stage("quantize"):
-            program, quantization = quantized_program(model, ctx.example, ctx.calibration())
+        program, quantization = _accuracy_aware_int8(ctx, model)
     else:
         with ctx.stage("export"):
             program = exported_program_from_module(model, ctx.example)

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..errors import VcompileError
-from .base import BuildContext, Target, TargetResult
+from .base import MAX_FLOAT_SHARE, BuildContext, Target, TargetResult, float_counts
 
 __all__ = ["OPSET", "EXPORTERS", "EXTERNAL_DATA_BYTES", "MODEL_FILE", "EXPORTED_FILE", "exporter_order",
            "export_onnx", "check_onnx", "simplify_onnx", "op_histogram", "prepare_for_quantization",
@@ -214,9 +214,8 @@ def _remove(path: Path) -> None:
 
 
 # Accuracy-aware int8: when the gate fails, the most sensitive of these nodes stay float, a doubling number at a
-# time, until the gate passes or this share of them is float (then the artifact is kept, marked failed).
+# time, until the gate passes or `MAX_FLOAT_SHARE` of them is float (then the artifact is kept, marked failed).
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-MAX_FLOAT_SHARE = 0.25
 
 
 @contextlib.contextmanager
@@ -331,8 +330,7 @@ def _build_int8(ctx: BuildContext) -> TargetResult:
             with ctx.stage("sensitivity"):
                 drops = int8_sensitivity(source, dest, clips[0], ctx.out_dir)
             ranked = sorted(drops, key=drops.get)  # the lowest signal-to-noise ratio first
-            limit = max(1, int(len(ranked) * MAX_FLOAT_SHARE))
-            for count in _doubling(limit):
+            for count in float_counts(len(ranked)):
                 if parity["status"] != "fail":
                     break
                 with ctx.stage(f"quantize, {count} float"):
@@ -348,14 +346,6 @@ def _build_int8(ctx: BuildContext) -> TargetResult:
     info.update(fp32={"key": ctx.dependency.key}, ops=histogram, nodes=sum(histogram.values()),
                 io={"input": INPUT_NAME, "output": OUTPUT_NAME, "dtype": "float32", "dynamic_axes": {"batch": 0}})
     return TargetResult(files={"model": MODEL_FILE}, info=info, parity=parity)
-
-
-def _doubling(limit: int) -> list[int]:
-    """1, 2, 4, ... below ``limit``, then ``limit``."""
-    counts = [1]
-    while counts[-1] * 2 < limit:
-        counts.append(counts[-1] * 2)
-    return counts + [limit] if counts[-1] < limit else counts
 
 
 def build(ctx: BuildContext) -> TargetResult:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VcompileError
-from .base import BuildContext, Target, TargetResult
+from .base import MAX_FLOAT_SHARE, BuildContext, Target, TargetResult
 
 __all__ = ["MODEL_FILE", "WEIGHTS_FILE", "ir_from_onnx", "build", "TARGET"]
 
@@ -43,7 +43,6 @@ def ir_from_onnx(onnx_path, xml_path) -> dict[str, Any]:
             "input_shape": str(model.inputs[0].get_partial_shape())}
 
 
-MAX_FLOAT_SHARE = 0.25
 # Clips NNCF's accuracy control ranks layers on (the ones int8 hurts most): it compiles and runs the model once per
 # quantized layer group on each, which is most of its time; all 8 calibration clips made I3D-BERT's run pass 10 min.
 RANKING_CLIPS = 3

@@ -45,7 +45,7 @@ def test_a_failing_gate_keeps_the_most_sensitive_nodes_float(tmp_path, monkeypat
     from dataclasses import replace
 
     from vcompile.check import metrics
-    from vcompile.compile.onnx import MAX_FLOAT_SHARE
+    from vcompile.compile.base import MAX_FLOAT_SHARE
 
     # tiny MViT-S reaches cosine ~0.995 in int8: a gate of 0.999 fails it and sends the build down the float path
     monkeypatch.setitem(metrics.TOLERANCES, "int8", replace(metrics.TOLERANCES["int8"], min_cosine=0.999))
@@ -88,6 +88,8 @@ def test_executorch_int8_runs_its_convolutions_in_xnnpack_int8(name, artifacts):
     assert f"100.0% of the model in XNNPACK; int8 weights: conv {convs['ops']}/{convs['ops']}" in headline, headline
     gate = artifact.manifest["parity"]
     assert gate["status"] == "pass" and gate["clips"] == "held_apart" and gate["cosine"] >= 0.99, gate
+    search = info["quantization"]["accuracy_aware"]  # its quantized reference passed in PyTorch: nothing kept float
+    assert [a["kept_float"] for a in search["attempts"]] == [0] and info["quantization"]["kept_float"] == []
     with load(artifact, "executorch", threads=1) as runner:
         assert runner.precision == "int8" and runner.infer(tiny_clip(batch=1).numpy()).shape == (1, 10)
         assert runner.settings["threadpool_threads"] == "1"

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
@@ -31,6 +31,7 @@ from . import __version__
 from .errors import VcompileError
 
 _MAX_SEED = 2**63 - 1  # vcompile.data.MAX_SEED, spelled here so that parsing options does not import torch
+DEFAULT_ROUNDS = 5  # `vcompile bench --rounds` when two or more cases share a device and mode
 
 FORMATS = click.Choice(["table", "json", "csv"], case_sensitive=False)
 
@@ -403,9 +404,14 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Time each case in this many fresh processes and merge them into one record (each process's "
                    "mean is kept): on machines where latency varies between processes, as on small VMs.")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="Measure the cases of each comparison (one device and mode) side by side: each keeps a process, "
+                   "and they take turns for this many rounds, in an order shuffled per round (seeded by --seed, "
+                   "recorded), --iters split over the rounds (rounded up). 1: one case after the other. [default: "
+                   "5 when two or more cases share a device and mode, else 1]")
 @click.option("--tiny", is_flag=True, help="Benchmark the tiny test variants (for smoke tests).")
 @click.option("--seed", type=click.IntRange(0, _MAX_SEED), default=0, show_default=True,
-              help="Seed of the weights and the inputs.")
+              help="Seed of the weights, the inputs and the round orders.")
 @click.option("--artifacts", type=click.Path(file_okay=False), default="artifacts", show_default=True,
               help="Artifact cache folder.")
 @click.option("--out", type=click.Path(dir_okay=False), default="artifacts/results.jsonl", show_default=True,
@@ -415,14 +421,16 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
               help="With --resume, run again the cases whose last record is not ok (crashed, timeout, oom, error).")
 def bench(models: str, runtimes: str, modes: str, device: str, precision: str | None, batch: int | None,
           warmup: int, iters: int, budget_s: float | None, timeout_s: float, threads: int | None, processes: int,
-          tiny: bool, seed: int, artifacts: str, out: str, resume: bool, resume_failed: str) -> None:
+          rounds: int | None, tiny: bool, seed: int, artifacts: str, out: str, resume: bool,
+          resume_failed: str) -> None:
     """Measure latency and peak memory with the paper's protocol.
 
     Each case (model x runtime x mode) runs in its own process with a timeout, so a crash, a hang or an
     out-of-memory is recorded (status crashed, timeout, oom) and the sweep goes on. Records are appended to
     --out and flushed one by one, only ever to a vcompile results file; --resume skips what is already measured
     (and runs again what failed). Defaults follow the paper: 10 warm-up
-    and 100 timed runs, mean reported with the median beside it.
+    and 100 timed runs, mean reported with the median beside it. Cases compared with each other (one device
+    and mode) are measured in alternating rounds (--rounds), so that a shared machine's drift falls on all alike.
 
     \b
     Examples:
@@ -450,6 +458,13 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
     if not cases:
         raise VcompileError(f"no case to run: none of the runtimes {', '.join(runtime_list) or '(none)'} applies to "
                             f"the modes {', '.join(mode_list)}")
+    if rounds is not None and rounds > 1 and processes > 1:
+        raise VcompileError("--rounds and --processes are two ways to spread the timing; choose one (--rounds keeps "
+                            "one process per case and alternates them, --processes times each case in fresh ones)")
+    if rounds is None:
+        kinds = [(c.device, c.mode) for c in cases]
+        rounds = DEFAULT_ROUNDS if processes == 1 and len(kinds) > len(set(kinds)) else 1
+    cases = [replace(c, rounds=rounds) for c in cases]
     out_path = Path(out)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[phase]}"))
@@ -463,6 +478,10 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
         def on_phase(phase: str, done: int, total: int) -> None:
             progress.update(task, phase=f"{phase} {done}/{total}" if total else phase)
 
+        def on_turn(round_index: int, case: CaseSpec) -> None:
+            progress.update(task, description=f"round {round_index + 1}/{case.rounds}: {case.model} {case.runtime} "
+                                              f"{case.mode}", phase="")
+
         def on_record(record) -> None:
             nonlocal failures
             progress.advance(task)
@@ -470,7 +489,8 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
             console.print(_record_line(record))
 
         records, skipped = run_sweep(cases, out_path, resume=resume, resume_failed=resume_failed == "yes",
-                                     timeout_s=timeout_s, on_start=on_start, on_phase=on_phase, on_record=on_record)
+                                     timeout_s=timeout_s, on_start=on_start, on_phase=on_phase, on_record=on_record,
+                                     on_turn=on_turn)
     if skipped:
         console.print(f"resumed: {skipped} case(s) already in {out_path} were skipped")
     console.print(f"{len(records)} record(s) appended to {out_path}; {failures} not ok")

@@ -79,9 +79,11 @@ class CaseSpec:
     out: str = "artifacts"
     build_only: bool = False  # only build the artifact into the cache (a separate process from the measurement)
     processes: int = 1  # fresh processes that each time `iters` runs (the sweep merges them into one record)
+    rounds: int = 1  # > 1: the case takes turns with the others of its comparison, `iters` split over the rounds
 
     def settings_key(self) -> str:
-        skip = ("out", "budget_s", "build_only") + (("processes",) if self.processes == 1 else ())
+        skip = ("out", "budget_s", "build_only") + (("processes",) if self.processes == 1 else ()) + (
+            ("rounds",) if self.rounds == 1 else ())
         keep = {k: v for k, v in asdict(self).items() if k not in skip}  # one process: the key of older records
         return json.dumps(keep, sort_keys=True)
 
@@ -120,74 +122,118 @@ def _peak_host_mb() -> float:
 
 def run_case(case: CaseSpec):
     """Measure one case in this process and return its `Record` (errors become records, not exceptions)."""
-    started = time.perf_counter()
-    mode = MODES[case.mode]
-    resolved, refusal = precision_for_record(case)
-    precision = resolved.precision
-    batch = case.batch or mode.batch
-    if case.threads:
-        torch.set_num_threads(case.threads)
-    spec = get_spec(case.model)
-    cost = model_cost(spec.name, batch=batch, tiny=case.tiny, frames=case.frames, size=case.size)
-    threads = (case.threads or torch.get_num_threads()) if RUNTIMES[case.runtime].thread_control else None
-    record = Record(model=spec.name, runtime=case.runtime, mode=case.mode, status="error", precision=precision,
-                    batch=batch, input_shape=list(cost.input_shape), device=case.device,
-                    threads=threads, warmup=case.warmup, iters=case.iters,
-                    timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    requested_precision=requested_precision(case), precision_reason=resolved.reason,
-                    params=cost.params,
-                    gflops=round(cost.flops / 1e9 / batch, 3), gmacs=round(cost.macs / 1e9 / batch, 3),
-                    budget_s=case.budget_s, tiny=case.tiny, settings_key=case.settings_key(), env=environment())
-    if case.mode == "mobile" and case.device == "cpu":
-        record.label = "mobile CPU proxy (this machine's CPU)"
-    try:
-        if refusal is not None:  # a request that cannot run as asked is refused here, in one line
-            raise refusal
-        if case.build_only:
-            _build_artifact(case, precision, batch)
-            record.status, record.message = "ok", "built"
-            return record
-        prepared = _prepare(case, precision, batch, cost.input_shape)
-        step, record.target, record.artifact, record.precision, record.runtime_settings, record.artifact_check = \
-            prepared
-        cuda = case.device.startswith("cuda")
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        _phase("first run")
-        first = time.perf_counter()
-        step()  # lazy set-up and compilation (Inductor) happen here, never inside the timed runs
-        if case.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        record.first_run_ms = round((time.perf_counter() - first) * 1000, 3)
-        _phase("measure", 0, case.iters)
-        runs = time_runs(step, warmup=case.warmup, iters=case.iters, budget_s=case.budget_s, cuda=cuda,
-                         on_progress=lambda phase, done, total: _phase(phase, done, total))
-        record.set_latencies(runs.latencies_ms)
+    return _Session(case).run()
+
+
+class _Session:
+    """One case in this process: `start` prepares it (build, load, first run, warm-up), `timed` makes timed runs
+    (once, or once per round when a coordinator sends turns), `close` completes the record. A failure at any point
+    becomes the record's status and message, never an exception."""
+
+    def __init__(self, case: CaseSpec):
+        self.case, self.started = case, time.perf_counter()
+        self.step, self.cuda, self.latencies = None, False, []
+        self.record = self._start()
+
+    def run(self) -> Record:
+        if self.step is not None:
+            self.timed(self.case.iters, warmup=self.case.warmup, budget_s=self.case.budget_s)
+        return self.close()
+
+    def timed(self, iters: int, warmup: int = 0, budget_s: float | None = None) -> list[float]:
+        """``warmup`` untimed and up to ``iters`` timed runs; returns this turn's latencies (ms)."""
+        case, record = self.case, self.record
+        try:
+            _phase("measure", 0, iters)
+            runs = time_runs(self.step, warmup=warmup, iters=iters, budget_s=budget_s, cuda=self.cuda,
+                             on_progress=lambda phase, done, total: _phase(phase, done, total))
+        except Exception as err:  # noqa: BLE001 - recorded, like a failure while preparing
+            self._failed(err)
+            return []
+        self.latencies += runs.latencies_ms
         record.status = "ok"
         if runs.stopped_by_budget:
             record.message = (f"time budget of {case.budget_s:g} s reached: {runs.warmup_done} of {case.warmup} "
                               f"warm-up and {len(runs.latencies_ms)} of {case.iters} timed runs")
-        if cuda:
+        return runs.latencies_ms
+
+    def _start(self) -> Record:
+        case = self.case
+        mode = MODES[case.mode]
+        resolved, refusal = precision_for_record(case)
+        precision = resolved.precision
+        batch = case.batch or mode.batch
+        if case.threads:
+            torch.set_num_threads(case.threads)
+        spec = get_spec(case.model)
+        cost = model_cost(spec.name, batch=batch, tiny=case.tiny, frames=case.frames, size=case.size)
+        threads = (case.threads or torch.get_num_threads()) if RUNTIMES[case.runtime].thread_control else None
+        record = Record(model=spec.name, runtime=case.runtime, mode=case.mode, status="error", precision=precision,
+                        batch=batch, input_shape=list(cost.input_shape), device=case.device,
+                        threads=threads, warmup=case.warmup, iters=case.iters,
+                        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        requested_precision=requested_precision(case), precision_reason=resolved.reason,
+                        params=cost.params,
+                        gflops=round(cost.flops / 1e9 / batch, 3), gmacs=round(cost.macs / 1e9 / batch, 3),
+                        budget_s=case.budget_s, tiny=case.tiny, settings_key=case.settings_key(), env=environment())
+        self.record = record
+        if case.mode == "mobile" and case.device == "cpu":
+            record.label = "mobile CPU proxy (this machine's CPU)"
+        try:
+            if refusal is not None:  # a request that cannot run as asked is refused here, in one line
+                raise refusal
+            if case.build_only:
+                _build_artifact(case, precision, batch)
+                record.status, record.message = "ok", "built"
+                return record
+            prepared = _prepare(case, precision, batch, cost.input_shape)
+            step, record.target, record.artifact, record.precision, record.runtime_settings, \
+                record.artifact_check = prepared
+            self.cuda = case.device.startswith("cuda")
+            if self.cuda:
+                torch.cuda.reset_peak_memory_stats()
+            _phase("first run")
+            first = time.perf_counter()
+            step()  # lazy set-up and compilation (Inductor) happen here, never inside the timed runs
+            if self.cuda:
+                torch.cuda.synchronize()
+            record.first_run_ms = round((time.perf_counter() - first) * 1000, 3)
+            self.step = step
+        except Exception as err:  # noqa: BLE001 - see _failed
+            self._failed(err)
+        return record
+
+    def _failed(self, err: BaseException) -> None:
+        """Any failure of a runtime is a result, recorded in one line; the case takes no more turns."""
+        record, self.step = self.record, None
+        if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+            record.status = "oom"
+            record.message = f"out of memory: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        elif isinstance(err, (_Unsupported, PrecisionError)):
+            record.status, record.message = "unsupported", str(err)
+        elif isinstance(err, VcompileError):
+            record.status, record.message = "error", str(err)
+        else:
+            text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            oom = is_out_of_memory(err)  # an allocator's failure (onnxruntime, ExecuTorch, torch's CPU allocator)
+            record.status = "oom" if oom else "error"
+            record.message = f"{'out of memory: ' if oom else ''}{type(err).__name__}: {text}"
+
+    def close(self) -> Record:
+        """The record, with every timed run so far, peak memory, and notes."""
+        case, record = self.case, self.record
+        if self.latencies:
+            record.set_latencies(self.latencies)
+        if self.cuda and record.status == "ok":
             record.peak_device_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
             record.peak_device_reserved_mb = round(torch.cuda.max_memory_reserved() / 2**20, 1)
-    except (MemoryError, torch.OutOfMemoryError) as err:
-        record.status, record.message = "oom", f"out of memory: {str(err).splitlines()[0][:200] if str(err) else ''}"
-    except (_Unsupported, PrecisionError) as err:
-        record.status, record.message = "unsupported", str(err)
-    except VcompileError as err:
-        record.status, record.message = "error", str(err)
-    except Exception as err:  # noqa: BLE001 - any failure of a runtime is a result, recorded in one line
-        text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        oom = is_out_of_memory(err)  # an allocator's failure (onnxruntime, ExecuTorch, torch's CPU allocator)
-        record.status = "oom" if oom else "error"
-        record.message = f"{'out of memory: ' if oom else ''}{type(err).__name__}: {text}"
-    cores = usable_cores()
-    if case.threads and case.threads > cores:  # allowed, but the figure then measures threads sharing cores
-        note = f"{case.threads} threads on {cores} usable cores: threads share cores"
-        record.message = f"{record.message}; {note}" if record.message else note
-    record.peak_host_mb = _peak_host_mb()
-    record.wall_s = round(time.perf_counter() - started, 2)
-    return record
+        cores = usable_cores()
+        if case.threads and case.threads > cores:  # allowed, but the figure then measures threads sharing cores
+            note = f"{case.threads} threads on {cores} usable cores: threads share cores"
+            record.message = f"{record.message}; {note}" if record.message else note
+        record.peak_host_mb = _peak_host_mb()
+        record.wall_s = round(time.perf_counter() - self.started, 2)
+        return record
 
 
 # How allocators word a failed allocation when they raise something other than MemoryError: torch's CPU allocator
@@ -288,13 +334,46 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="vcompile-parent-watch").start()
 
 
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def worker() -> None:
+    """A case that takes turns (``--worker``): the case as one JSON line on stdin; once prepared (built, loaded,
+    first run, warm-up) it says ``READY``, or ``RECORD {...}`` and exits if it could not be. Then each ``RUN n``
+    line makes ``n`` timed runs, answered by ``TIMES [ms, ...]`` (empty when the runtime failed: the record says
+    why); ``END``, or the end of stdin, answers ``RECORD {...}`` with every timed run. A time budget applies to
+    each turn, in equal shares of ``case.budget_s`` over ``case.rounds``."""
+    die_with_parent()
+    case = CaseSpec(**json.loads(sys.stdin.readline()))
+    session = _Session(case)
+    if session.step is not None:
+        session.timed(0, warmup=case.warmup)
+    if session.step is None:
+        _say("RECORD " + session.close().to_json())
+        return
+    _say("READY")
+    turn_budget = case.budget_s / max(1, case.rounds) if case.budget_s else None
+    for line in sys.stdin:
+        command = line.split()
+        if command[:1] == ["RUN"] and len(command) == 2 and command[1].isdigit():
+            times = session.timed(int(command[1]), budget_s=turn_budget) if session.step is not None else []
+            _say("TIMES " + json.dumps([round(t, 4) for t in times]))
+        elif command[:1] == ["END"]:
+            break
+    _say("RECORD " + session.close().to_json())
+
+
 def main() -> None:
-    """Child entry point: read a CaseSpec as JSON on stdin, print ``RECORD {...}`` on stdout."""
+    """Child entry point: read a CaseSpec as JSON on stdin, print ``RECORD {...}`` on stdout (``--worker``: take
+    turns, see `worker`)."""
+    if "--worker" in sys.argv[1:]:
+        worker()
+        return
     die_with_parent()
     case = CaseSpec(**json.loads(sys.stdin.read()))
-    record = run_case(case)
-    sys.stdout.write("RECORD " + record.to_json() + "\n")
-    sys.stdout.flush()
+    _say("RECORD " + run_case(case).to_json())
 
 
 if __name__ == "__main__":

@@ -100,6 +100,12 @@ class Record:
     # The artifact's build-time check (fp32 parity, or the accuracy gate of a reduced precision): status "pass",
     # "fail", "not run"... A case whose artifact failed is measured, but is never a deployment (reports mark it).
     artifact_check: dict[str, Any] | None = None
+    # Measured in rounds (`vcompile.bench.sweep.run_rounds`): how many, the round of each timed run (parallel to
+    # latencies_ms), the seed of the shuffled turn orders, and each round's order (cases as model/runtime/mode).
+    rounds: int | None = None
+    sample_rounds: list[int] | None = None
+    round_seed: int | None = None
+    round_orders: list[list[str]] | None = None
 
     def set_latencies(self, values_ms: list[float]) -> None:
         self.latencies_ms = [round(v, 4) for v in values_ms]

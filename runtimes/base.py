@@ -327,5 +327,9 @@ def _shape(shape) -> str:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
+    """The error's first informative line: OpenVINO prefixes its messages with lines that only say where in its
+    sources the exception passed ("Exception from src/inference/src/cpp/infer_request.cpp:224:")."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    informative = [line for line in lines if not (line.startswith("Exception from ") and line.endswith(":"))]
+    line = (informative or lines or [""])[0]
+    return f"{type(err).__name__}: {line[:300]}" if line else type(err).__name__

@@ -251,3 +251,14 @@ def test_torch_runner_amp_and_errors():
         load(model, "tensorflow")
     with load(model, "torch") as runner, pytest.raises(RunnerError, match="torch failed to run"):
         runner.infer(np.zeros((1, 3, 5, 64, 64), dtype=np.float32))  # wrong clip length
+
+
+def test_a_runtime_error_is_reported_by_its_first_informative_line():
+    from vcompile.runtimes.base import _first_line
+
+    openvino = RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp:224:\n"
+                            "Exception from src/plugins/intel_cpu/src/node.cpp:794:\n"
+                            "[CPU] Multiply node with name '/me/Mul' Check 'input_shape[j] == 1' failed\n")
+    expected = "RuntimeError: [CPU] Multiply node with name '/me/Mul' Check 'input_shape[j] == 1' failed"
+    assert _first_line(openvino) == expected
+    assert _first_line(ValueError("first\nsecond")) == "ValueError: first" and _first_line(KeyError()) == "KeyError"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import VcompileError
 
@@ -38,18 +39,12 @@ class LatencyStats:
     def from_values(cls, values_ms: list[float]) -> LatencyStats:
         if not values_ms:
             raise ValueError("no latencies to summarise")
-        ordered = sorted(values_ms)
-        n = len(ordered)
-
-        def percentile(q: float) -> float:  # linear interpolation between closest ranks (numpy's default)
-            pos = (n - 1) * q
-            lo, hi = math.floor(pos), math.ceil(pos)
-            return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-        mean = sum(ordered) / n
-        std = math.sqrt(sum((v - mean) ** 2 for v in ordered) / (n - 1)) if n > 1 else 0.0
-        return cls(mean, percentile(0.5), percentile(0.9), percentile(0.99), std, std / mean if mean else 0.0,
-                   ordered[0], ordered[-1])
+        values = np.asarray(values_ms, dtype=float)
+        mean = float(values.mean())
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0  # the sample standard deviation
+        median, p90, p99 = (float(v) for v in np.percentile(values, [50, 90, 99]))
+        return cls(mean, median, p90, p99, std, std / mean if mean else 0.0, float(values.min()),
+                   float(values.max()))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from statistics import mean
 
 from ..bench.case import MODES
 from ..bench.records import Record
+from ..bench.stats import Interval, ratio_interval
 from ..errors import VcompileError
 from ..zoo import get_spec
 from .paper import normalised_accuracy
@@ -81,6 +82,9 @@ class LatencyRow:
     batch: str
     precision: str
     records: int
+    # Its latency over the fastest model's, with a 95% interval (paired by round when the two took turns); None
+    # for the fastest model itself, and where either has several records.
+    interval: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class SpeedupRow:
     eager_ms: float
     mean_ms: float
     speedup: float
+    interval: Interval | None = None  # eager's latency over the runtime's with its 95% interval (`ratio_interval`)
 
 
 @cache
@@ -171,13 +176,18 @@ def relative_latencies(records: Iterable[Record]) -> list[LatencyRow]:
     fastest: dict[tuple, float] = {}
     for (series, device, _), value in means.items():
         fastest[(series, device)] = min(value, fastest.get((series, device), value))
+    fastest_model = {(series, device): model for (series, device, model), value in means.items()
+                     if value == fastest[(series, device)]}
     rows = []
     for (series, device, model), rs in groups.items():
         value = means[(series, device, model)]
+        best = groups[(series, device, fastest_model[(series, device)])]
+        interval = (ratio_interval(rs[0], best[0]) if len(rs) == 1 and len(best) == 1 and best[0] is not rs[0]
+                    else None)
         rows.append(LatencyRow(series, device, model, value, mean(r.median_ms or r.mean_ms for r in rs),
                                value / fastest[(series, device)] if fastest[(series, device)] > 0 else 1.0,
                                "/".join(sorted({str(r.batch) for r in rs}, key=int)),
-                               "/".join(sorted({r.precision for r in rs})), len(rs)))
+                               "/".join(sorted({r.precision for r in rs})), len(rs), interval))
     return sorted(rows, key=lambda row: (row.series.sort_key(), row.device.sort_key(), row.relative, row.model))
 
 
@@ -274,20 +284,24 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
 def runtime_speedups(records: Iterable[Record]) -> list[SpeedupRow]:
     """Every batch-1 runtime measurement against PyTorch eager's single-instance mean on the same machine, at the
     same precision: which runtime to ship, per model. Models without an eager record are left out. A runtime whose
-    artifact failed its build-time check (parity, or the accuracy gate) is never a deployment: its column says so."""
-    means: dict[tuple, list[float]] = defaultdict(list)
+    artifact failed its build-time check (parity, or the accuracy gate) is never a deployment: its column says so.
+    Where each side has one record, the speedup is the ratio with its 95% interval (`ratio_interval`: per round
+    when the two took turns), else the ratio of means."""
+    means: dict[tuple, list[Record]] = defaultdict(list)
     for r in measured(records):
         if r.batch == 1 and r.mode in ("single", "mobile"):
             machine = device_of(r).name + ("" if r.device == "cpu" else f" ({r.device})")
             failed = (r.artifact_check or {}).get("status") == "fail"
             runtime = f"{r.runtime} (fails its check)" if failed else r.runtime
-            means[(machine, r.precision, r.model, runtime, r.mode)].append(r.mean_ms)
+            means[(machine, r.precision, r.model, runtime, r.mode)].append(r)
     rows = []
-    for (machine, precision, model, runtime, mode), values in means.items():
+    for (machine, precision, model, runtime, mode), found in means.items():
         eager = means.get((machine, precision, model, "torch", "single"))
         if not eager or (runtime, mode) == ("torch", "single"):
             continue
-        eager_ms, mean_ms = mean(eager), mean(values)
-        rows.append(SpeedupRow(machine, precision, model, f"{runtime} · {mode}", eager_ms, mean_ms,
-                               eager_ms / mean_ms if mean_ms > 0 else float("inf")))
+        eager_ms, mean_ms = mean(r.mean_ms for r in eager), mean(r.mean_ms for r in found)
+        interval = ratio_interval(eager[0], found[0]) if len(eager) == 1 and len(found) == 1 else None
+        speedup = interval.value if interval else eager_ms / mean_ms if mean_ms > 0 else float("inf")
+        rows.append(SpeedupRow(machine, precision, model, f"{runtime} · {mode}", eager_ms, mean_ms, speedup,
+                               interval))
     return sorted(rows, key=lambda r: (r.machine, r.precision, model_sort_key(r.model), r.column))

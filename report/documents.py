@@ -28,6 +28,7 @@ from .analysis import (
     Device,
     LatencyRow,
     Series,
+    SpeedupRow,
     SummaryPoint,
     average_over_devices,
     category_of,
@@ -188,10 +189,22 @@ def _latency_sections(doc: _Doc, rows: list[LatencyRow], averages: list[AverageR
         png = written[f"relative-{series.slug}.png"] = plot_relative(series, averages, rows,
                                                                      out_dir / f"relative-{series.slug}.png")
         doc.image(png, f"relative latency, {series.title}")
-        cells = {(r.device, r.model): f"{r.relative:.2f} ({_ms(r.mean_ms)} ms)" for r in mine}
+        cells = {(r.device, r.model): f"{_relative(r)} ({_ms(r.mean_ms)} ms)" for r in mine}
         doc.table(["model", "category", "relative latency", "devices"] + [d.label for d in devices],
                   [[a.model, category_of(a.model), f"{a.relative:.2f}", f"{len(a.devices)} of {len(devices)}"]
                    + [cells.get((d, a.model), "-") for d in devices] for a in averages if a.series == series])
+
+
+def _relative(row: LatencyRow) -> str:
+    """A relative latency with its interval where it has one; ``~`` marks one that cannot be told from 1."""
+    if row.interval is None:
+        return f"{row.relative:.2f}"
+    text = f"{row.relative:.2f} [{row.interval.low:.2f}-{row.interval.high:.2f}]"
+    return text if row.interval.resolved else f"~{text}"
+
+
+def _speedup_cell(row: SpeedupRow) -> str:
+    return f"{_ms(row.mean_ms)} ({row.interval.ratio_text() if row.interval else f'{row.speedup:.2f}x'})"
 
 
 def _summary_section(doc: _Doc, points: list[SummaryPoint], records: list[Record], out_dir: Path,
@@ -224,7 +237,10 @@ def _speedup_section(doc: _Doc, records: list[Record], out_dir: Path, written: d
     doc.heading(2, "Runtimes against PyTorch eager (batch 1)")
     doc.para("Mean latency in ms of each runtime and mode, with its speedup over PyTorch eager in single-instance "
              "mode on the same machine at the same precision (eager's time over the runtime's: above 1x is "
-             "faster). The last rows give each column's median speedup and how many models ran slower than eager.")
+             "faster) and its 95% interval: the median of per-round ratios when the two took turns "
+             "(`vcompile bench --rounds`), else the ratio of medians; '(unresolved)' marks an interval that "
+             "contains 1, a difference this run cannot rank. The last rows give each column's median speedup and "
+             "how many models ran slower than eager.")
     for (machine, precision), group in _by_key(rows, lambda r: (r.machine, r.precision)).items():
         columns = sorted({r.column for r in group})
         cells = {(r.model, r.column): r for r in group}
@@ -234,12 +250,17 @@ def _speedup_section(doc: _Doc, records: list[Record], out_dir: Path, written: d
         written[name] = plot_speedups(group, f"{machine}, {precision}", out_dir / name)
         doc.image(written[name], f"speedup over PyTorch eager, {machine}, {precision}")
         table = [[m, category_of(m), _ms(next(r.eager_ms for r in group if r.model == m)),
-                  *(f"{_ms(c.mean_ms)} ({c.speedup:.2f}x)" if (c := cells.get((m, col))) else "-" for col in columns)]
+                  *(_speedup_cell(c) if (c := cells.get((m, col))) else "-" for col in columns)]
                  for m in models]
         by_column = {col: [r.speedup for r in group if r.column == col] for col in columns}
         table.append(["median speedup", "", "", *(f"{median(by_column[col]):.2f}x" for col in columns)])
         table.append(["slower than eager", "", "",
                       *(f"{sum(v < 1 for v in by_column[col])} of {len(by_column[col])}" for col in columns)])
+        unresolved = {col: sum(r.interval is not None and not r.interval.resolved for r in group if r.column == col)
+                      for col in columns}
+        if any(unresolved.values()):
+            table.append(["not told from eager (interval contains 1)", "", "",
+                          *(f"{unresolved[col]} of {len(by_column[col])}" for col in columns)])
         doc.table(["model", "category", "torch · single (ms)", *columns], table)
 
 

@@ -208,8 +208,9 @@ def test_markdown_lists_tables_failures_grids_and_environment(report):
     out, written = report
     text = written["report.md"].read_text()
     assert "### train · torch · fp16" in text and "### train · torch · fp32" in text and "· amp" not in text
-    assert "| mvit-s | attention-only | 3.00 | 1 of 1 | 3.00 (30 ms) |" in text
-    assert "| mvit-s | attention-only | 2.00 | 1 of 1 | 2.00 (200 ms) |" in text
+    # single records, three runs each and measured apart: ratios of medians with independent bootstrap intervals
+    assert "| mvit-s | attention-only | 3.00 | 1 of 1 | 3.00 [2.45-3.67] (30 ms) |" in text
+    assert "| mvit-s | attention-only | 2.00 | 1 of 1 | 2.00 [1.64-2.44] (200 ms) |" in text
     assert "| CPU: Intel Xeon Gold 6338 (host-b) | train | torch | nl-r50 | oom | out of memory: tried" in text
     assert "| executorch | mobile" not in text and "| mobile | executorch | nl-r50 | oom |" in text
     assert "![relative latency, train · torch · fp16](relative-train-torch-fp16.png)" in text
@@ -219,7 +220,7 @@ def test_markdown_lists_tables_failures_grids_and_environment(report):
     assert "abc123" in text and "550.54, 12.8" in text and "| torch | 2.14.1 | 2.14.1 |" in text
     assert "Left out (no accuracy in the paper): mvit-s." in text
     assert "Latency is the mean over the timed runs (10 warm-up and 100 timed runs per case, unless" in text
-    assert "| mvit-s | attention-only | 25 | 90 (0.28x) |" in text
+    assert "| mvit-s | attention-only | 25 | 90 (0.28x [0.23-0.34]) |" in text
     assert "| median speedup |  |  | 1.67x |" in text and "| slower than eager |  |  | 1 of 3 |" in text
     speedup_png = written["speedup-intel-xeon-gold-6338-host-b-fp32.png"]
     assert speedup_png.read_bytes().startswith(PNG_SIGNATURE) and f"]({speedup_png.name})" in text

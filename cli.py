@@ -409,6 +409,11 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
                    "and they take turns for this many rounds, in an order shuffled per round (seeded by --seed, "
                    "recorded), --iters split over the rounds (rounded up). 1: one case after the other. [default: "
                    "5 when two or more cases share a device and mode, else 1]")
+@click.option("--frames", "frames_list", default=None, metavar="N[,N...]",
+              help="Clip lengths to sweep [default: the model's, 16; tiny 4]; with several (and/or several --size), "
+                   "the report draws each model's cost curve against clip size.")
+@click.option("--size", "size_list", default=None, metavar="PX[,PX...]",
+              help="Frame sizes to sweep [default: the model's, 224; tiny 64].")
 @click.option("--tiny", is_flag=True, help="Benchmark the tiny test variants (for smoke tests).")
 @click.option("--seed", type=click.IntRange(0, _MAX_SEED), default=0, show_default=True,
               help="Seed of the weights, the inputs and the round orders.")
@@ -421,8 +426,8 @@ def parity(models: str, runtimes: str, precision: str, samples: int, seed: int, 
               help="With --resume, run again the cases whose last record is not ok (crashed, timeout, oom, error).")
 def bench(models: str, runtimes: str, modes: str, device: str, precision: str | None, batch: int | None,
           warmup: int, iters: int, budget_s: float | None, timeout_s: float, threads: int | None, processes: int,
-          rounds: int | None, tiny: bool, seed: int, artifacts: str, out: str, resume: bool,
-          resume_failed: str) -> None:
+          rounds: int | None, frames_list: str | None, size_list: str | None, tiny: bool, seed: int, artifacts: str,
+          out: str, resume: bool, resume_failed: str) -> None:
     """Measure latency and peak memory with the paper's protocol.
 
     Each case (model x runtime x mode) runs in its own process with a timeout, so a crash, a hang or an
@@ -453,8 +458,10 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
     base = CaseSpec(model="", runtime="", mode="", device=device, precision=precision, batch=batch,
                     threads=threads or usable_cores(), warmup=warmup, iters=iters, budget_s=budget_s,
                     seed=seed, tiny=tiny, out=artifacts, processes=processes)
+    clips = _clips(names, _int_list(frames_list, "--frames"), _int_list(size_list, "--size"), tiny)
     cases = _runnable_precision(plan_cases(names, runtime_list, mode_list, base),
                                 explicit=runtimes.strip().lower() != "all", console=console)
+    cases = [replace(c, frames=frames, size=size) for c in cases for frames, size in clips]
     if not cases:
         raise VcompileError(f"no case to run: none of the runtimes {', '.join(runtime_list) or '(none)'} applies to "
                             f"the modes {', '.join(mode_list)}")
@@ -496,6 +503,31 @@ def bench(models: str, runtimes: str, modes: str, device: str, precision: str | 
     console.print(f"{len(records)} record(s) appended to {out_path}; {failures} not ok")
     if failures:
         sys.exit(1)
+
+
+def _int_list(text: str | None, option: str) -> list[int | None]:
+    """``8,16,32`` -> [8, 16, 32]; None -> [None] (the model's default)."""
+    if text is None:
+        return [None]
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise VcompileError(f"{option} {text!r} is not a list of whole numbers; give it as 8,16,32") from None
+    if not values or min(values) < 1:
+        raise VcompileError(f"{option} {text!r} needs one or more numbers of at least 1, as 8,16,32")
+    return list(dict.fromkeys(values))
+
+
+def _clips(models: list[str], frames: list[int | None], sizes: list[int | None],
+           tiny: bool) -> list[tuple[int | None, int | None]]:
+    """Every (frames, size) to measure, checked against every model's input contract before anything runs."""
+    from .zoo import build_args
+
+    clips = [(f, s) for f in frames for s in sizes]
+    for model in models:
+        for f, s in clips:
+            build_args(model, tiny=tiny, frames=f, size=s)  # an impossible shape is one line, naming the model
+    return clips
 
 
 def _runnable_precision(cases: list, explicit: bool, console: Console) -> list:
@@ -552,6 +584,51 @@ def report(results: tuple[str, ...], out: str, build_grid: str | None, parity_fi
                            parity=[Path(p) for p in parity_files])
     for name, path in written.items():
         click.echo(f"{name:<16} {path}")
+
+
+def _threshold(text: str) -> float:
+    """``5%`` or ``0.05`` -> 0.05."""
+    try:
+        value = float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise VcompileError(f"--threshold {text!r} is not a share; give it as 5% or 0.05") from None
+    if not 0 <= value < 1:
+        raise VcompileError(f"--threshold {text} is outside 0%-100%; give it as 5% or 0.05")
+    return value
+
+
+@cli.command()
+@click.argument("base", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--threshold", default="5%", show_default=True,
+              help="A case regresses when it is slower by more than this, with 95% confidence.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the output to this file.")
+def compare(base: str, new: str, threshold: str, fmt: str, out: str | None) -> None:
+    """Compare two results files case by case: a regression gate for CI.
+
+    Cases match by what was measured (model, runtime, mode, device, precision that ran, batch, input shape),
+    whatever the settings (threads, iterations). Each gets NEW's median latency over BASE's with a 95% bootstrap
+    interval; a case whose whole interval lies above 1 + threshold is a regression. Exit status 1 when any case
+    regressed, 0 otherwise.
+
+    \b
+    Examples:
+      vcompile compare results-main.jsonl results-branch.jsonl
+      vcompile compare base.jsonl new.jsonl --threshold 10% --format json --out compare.json
+    """
+    from .report.compare import compare_files, comparison_markdown
+
+    share = _threshold(threshold)
+    comparison = compare_files(Path(base), Path(new), share)
+    if not comparison.changes:
+        raise VcompileError(f"no case was measured ok in both {base} and {new}; nothing to compare")
+    text = comparison.to_json() if fmt == "json" else comparison_markdown(comparison)
+    if out:
+        Path(out).write_text(text if text.endswith("\n") else text + "\n")
+    click.echo(text)
+    if comparison.regressions:
+        sys.exit(1)
 
 
 @cli.command()

@@ -9,21 +9,23 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from statistics import mean
+
+import numpy as np
 
 from ..bench.case import MODES
 from ..bench.records import Record
 from ..bench.stats import Interval, ratio_interval
 from ..errors import VcompileError
-from ..zoo import get_spec
+from ..zoo import build_args, get_spec
 from .paper import normalised_accuracy
 
 __all__ = ["Device", "Series", "LatencyRow", "AverageRow", "SummaryPoint", "PAPER_MODES", "CATEGORY_COLOURS",
            "category_of", "model_sort_key", "device_of", "series_of", "measured", "relative_latencies",
            "average_over_devices", "paper_records", "memory_table", "summary_points", "spearman", "SpeedupRow",
-           "runtime_speedups"]
+           "runtime_speedups", "clip_of", "CostCurve", "cost_curves"]
 
 PAPER_MODES = ("train", "batch", "single")  # the modes the summary averages, measured with native PyTorch
 CATEGORY_COLOURS = {"stand-alone attention": "#1f77b4", "composite transformer": "#ff7f0e",
@@ -54,19 +56,21 @@ class Series:
     runtime: str
     setting: str  # the precision that ran (never the one requested: "amp" is fp16, bf16 or fp32 by device)
     tiny: bool = False
+    clip: str = ""  # "" at the models' default clip; else frames x size, e.g. "8x224" (a cost-curve sweep)
 
     @property
     def title(self) -> str:
-        return f"{self.mode} · {self.runtime} · {self.setting}" + (" · tiny variants" if self.tiny else "")
+        return (f"{self.mode} · {self.runtime} · {self.setting}" + (" · tiny variants" if self.tiny else "")
+                + (f" · {self.clip.replace('x', ' frames x ')} px" if self.clip else ""))
 
     @property
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9]+", "-", f"{self.mode} {self.runtime} {self.setting} {'tiny' if self.tiny else ''}"
-                      .lower()).strip("-")
+                      f" {self.clip}".lower()).strip("-")
 
     def sort_key(self) -> tuple:
         return (list(MODES).index(self.mode) if self.mode in MODES else len(MODES), self.mode, self.runtime,
-                self.setting, self.tiny)
+                self.setting, self.tiny, tuple(int(n) for n in self.clip.split("x")) if self.clip else ())
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,26 @@ def device_of(record: Record) -> Device:
     return Device("CPU" if record.device == "cpu" else record.device, cpu)
 
 
+@cache
+def _default_clip(model: str, tiny: bool) -> tuple[int, int] | None:
+    try:
+        args = build_args(model, tiny=tiny)
+    except VcompileError:  # a model this version of the zoo does not know
+        return None
+    return args["frames"], args["size"]
+
+
+def clip_of(record: Record) -> str:
+    """``frames x size`` of the record's clip when it is not its model's default (see `Series.clip`), else ""."""
+    shape = record.input_shape
+    if len(shape) != 5:
+        return ""
+    frames, size = shape[2], shape[3]
+    return "" if (frames, size) == _default_clip(record.model, bool(record.tiny)) else f"{frames}x{size}"
+
+
 def series_of(record: Record) -> Series:
-    return Series(record.mode, record.runtime, record.precision, bool(record.tiny))
+    return Series(record.mode, record.runtime, record.precision, bool(record.tiny), clip_of(record))
 
 
 def requested_of(record: Record) -> str:
@@ -279,6 +301,50 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
     sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
     sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
     return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
+
+
+@dataclass(frozen=True)
+class CostCurve:
+    """One model's latency and peak memory at several clip sizes (frames x pixels), on one device in one series
+    (its ``clip`` left empty), with the exponents of power laws fitted on log-log axes: 1 is linear in the clip's
+    size, 2 quadratic (attention over every token of the clip)."""
+
+    device: Device
+    series: Series
+    model: str
+    points: tuple[tuple[int, int, float, float | None], ...]  # frames, size, mean ms, peak MB (device or host)
+    latency_exponent: float
+    memory_exponent: float | None
+
+
+def _exponent(xs: list[float], ys: list[float]) -> float:
+    """The slope of log y on log x (least squares)."""
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def cost_curves(records: Iterable[Record]) -> list[CostCurve]:
+    """Every model measured at two or more clip sizes in one series on one device (`vcompile bench --frames 8,16,32
+    --size ...`), as a `CostCurve`; several records of one clip are averaged."""
+    groups: dict[tuple, dict[tuple[int, int], list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in measured(records):
+        if len(r.input_shape) == 5:
+            series = replace(series_of(r), clip="")
+            groups[(device_of(r), series, r.model)][(r.input_shape[2], r.input_shape[3])].append(r)
+    curves = []
+    for (device, series, model), by_clip in groups.items():
+        if len({frames * size * size for frames, size in by_clip}) < 2:
+            continue
+        points = []
+        for (frames, size), rs in sorted(by_clip.items(), key=lambda item: item[0][0] * item[0][1] ** 2):
+            peaks = [r.peak_device_mb if r.device.startswith("cuda") else r.peak_host_mb for r in rs]
+            peaks = [p for p in peaks if p]
+            points.append((frames, size, mean(r.mean_ms for r in rs), mean(peaks) if peaks else None))
+        xs = [float(f * s * s) for f, s, _, _ in points]
+        memory = [p for p in points if p[3]]
+        curves.append(CostCurve(device, series, model, tuple(points), _exponent(xs, [p[2] for p in points]),
+                                _exponent([float(f * s * s) for f, s, _, _ in memory], [p[3] for p in memory])
+                                if len(memory) >= 2 else None))
+    return sorted(curves, key=lambda c: (c.device.sort_key(), c.series.sort_key(), model_sort_key(c.model)))
 
 
 def runtime_speedups(records: Iterable[Record]) -> list[SpeedupRow]:

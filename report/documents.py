@@ -32,6 +32,7 @@ from .analysis import (
     SummaryPoint,
     average_over_devices,
     category_of,
+    cost_curves,
     device_of,
     measured,
     memory_table,
@@ -44,7 +45,7 @@ from .analysis import (
     summary_points,
 )
 from .paper import paper_accuracy
-from .plots import plot_flops, plot_relative, plot_speedups, plot_summary
+from .plots import plot_cost_curves, plot_flops, plot_relative, plot_speedups, plot_summary
 
 __all__ = ["write_report"]
 
@@ -288,6 +289,30 @@ def _memory_cell(cell: tuple[float, str] | str | None, mixed: bool) -> str:
     return f"{cell[0]:.0f}" + (" (host)" if mixed and cell[1] == "host" else "")
 
 
+def _cost_section(doc: _Doc, records: list[Record], out_dir: Path, written: dict[str, Path]) -> None:
+    curves = cost_curves(records)
+    if not curves:
+        return
+    doc.heading(2, "Cost curves: latency and memory against clip size")
+    doc.para("Models measured at several clip sizes (`vcompile bench --frames 8,16,32 --size ...`): mean latency and "
+             "peak memory (the GPU's allocator on CUDA, the process's resident set on a CPU) against frames x "
+             "pixels, on log-log axes, with the exponent of a least-squares power-law fit: 1 grows linearly with "
+             "the clip, 2 quadratically (attention over all of a clip's tokens bends up as clips get longer).")
+    for (device, series), group in _by_key(curves, lambda c: (c.device, c.series)).items():
+        title = f"{device.label}, {series.title}"
+        doc.heading(3, title)
+        name = "cost-" + re.sub(r"[^a-z0-9]+", "-", f"{device.label} {series.slug}".lower()).strip("-") + ".png"
+        written[name] = plot_cost_curves(group, title, out_dir / name)
+        doc.image(written[name], f"cost curves, {title}")
+        clips = sorted({(f, s) for c in group for f, s, _, _ in c.points}, key=lambda fs: fs[0] * fs[1] ** 2)
+        cells = {(c.model, (f, s)): f"{ms:.4g}" for c in group for f, s, ms, _ in c.points}
+        doc.table(["model", "category", "latency exponent", "memory exponent",
+                   *(f"{f} x {s} px (ms)" for f, s in clips)],
+                  [[c.model, category_of(c.model), f"{c.latency_exponent:.2f}",
+                    f"{c.memory_exponent:.2f}" if c.memory_exponent is not None else "-",
+                    *(cells.get((c.model, clip), "-") for clip in clips)] for c in group])
+
+
 def _flops_section(doc: _Doc, records: list[Record], out_dir: Path, written: dict[str, Path]) -> None:
     doc.heading(2, "Compute against latency (the paper's appendix A)")
     costed = [r for r in measured(records) if r.gmacs]
@@ -469,6 +494,7 @@ def write_report(result_files: list[Path], out_dir: Path, build_grid: Path | Non
     _speedup_section(doc, records, out_dir, written)
     _memory_section(doc, records)
     _flops_section(doc, records, out_dir, written)
+    _cost_section(doc, records, out_dir, written)
     _failure_section(doc, records)
     if build_grid is not None:
         _grid_section(doc, Path(build_grid), cells)

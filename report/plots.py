@@ -17,6 +17,7 @@ from ..bench.records import Record
 from .analysis import (
     CATEGORY_COLOURS,
     AverageRow,
+    CostCurve,
     Device,
     LatencyRow,
     Series,
@@ -29,7 +30,7 @@ from .analysis import (
     series_of,
 )
 
-__all__ = ["plot_relative", "plot_flops", "plot_summary", "plot_speedups"]
+__all__ = ["plot_relative", "plot_flops", "plot_summary", "plot_speedups", "plot_cost_curves"]
 
 _MARKERS = "osD^v<>ph*X"
 
@@ -173,3 +174,32 @@ def plot_speedups(rows: list[SpeedupRow], title: str, path: Path) -> Path:
     ax.grid(True, axis="x", which="both", lw=0.4, alpha=0.5)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)
+
+
+def plot_cost_curves(curves: list[CostCurve], title: str, path: Path) -> Path:
+    """Latency and peak memory against the clip's size (frames x pixels) on log-log axes, one line per model,
+    labelled with its fitted exponent."""
+    fig = Figure(figsize=(11.0, 4.6), layout="constrained")
+    latency, memory = fig.subplots(1, 2)
+    for index, curve in enumerate(curves):
+        colour = CATEGORY_COLOURS[category_of(curve.model)]
+        marker = _MARKERS[index % len(_MARKERS)]
+        xs = [frames * size * size / 1e6 for frames, size, _, _ in curve.points]
+        latency.plot(xs, [p[2] for p in curve.points], marker=marker, color=colour, ms=4, lw=1,
+                     label=f"{curve.model} (x^{curve.latency_exponent:.2f})")
+        with_memory = [(x, p[3]) for x, p in zip(xs, curve.points) if p[3]]
+        if with_memory:
+            exponent = f" (x^{curve.memory_exponent:.2f})" if curve.memory_exponent is not None else ""
+            memory.plot([x for x, _ in with_memory], [m for _, m in with_memory], marker=marker, color=colour, ms=4,
+                        lw=1, label=f"{curve.model}{exponent}")
+    for ax, what in ((latency, "mean latency (ms)"), (memory, "peak memory (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("clip size: frames x height x width (million pixels)")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", lw=0.4, alpha=0.5)
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(f"{title}: cost against clip size, fitted exponent in the legend (1: linear, 2: quadratic)",
+                 fontsize=10)
+    fig.savefig(path, dpi=120)
+    return path

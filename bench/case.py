@@ -10,12 +10,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import math
 import os
 import resource
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -80,12 +82,18 @@ class CaseSpec:
     build_only: bool = False  # only build the artifact into the cache (a separate process from the measurement)
     processes: int = 1  # fresh processes that each time `iters` runs (the sweep merges them into one record)
     rounds: int = 1  # > 1: the case takes turns with the others of its comparison, `iters` split over the rounds
+    compute_iters: int | None = None  # compute-only timed runs (`Runner.bind`); None: a fifth of `iters`, at least 1
 
     def settings_key(self) -> str:
         skip = ("out", "budget_s", "build_only") + (("processes",) if self.processes == 1 else ()) + (
-            ("rounds",) if self.rounds == 1 else ())
+            ("rounds",) if self.rounds == 1 else ()) + (("compute_iters",) if self.compute_iters is None else ())
         keep = {k: v for k, v in asdict(self).items() if k not in skip}  # one process: the key of older records
         return json.dumps(keep, sort_keys=True)
+
+
+def compute_iters(case: CaseSpec) -> int:
+    """How many compute-only runs a case times (`CaseSpec.compute_iters`)."""
+    return case.compute_iters if case.compute_iters is not None else max(1, math.ceil(case.iters / 5))
 
 
 def requested_precision(case: CaseSpec) -> str:
@@ -133,20 +141,28 @@ class _Session:
     def __init__(self, case: CaseSpec):
         self.case, self.started = case, time.perf_counter()
         self.step, self.cuda, self.latencies = None, False, []
+        self.compute, self.compute_latencies = None, []
         self.record = self._start()
 
     def run(self) -> Record:
         if self.step is not None:
-            self.timed(self.case.iters, warmup=self.case.warmup, budget_s=self.case.budget_s)
+            self.timed(self.case.iters, warmup=self.case.warmup, budget_s=self.case.budget_s,
+                       compute=compute_iters(self.case))
         return self.close()
 
-    def timed(self, iters: int, warmup: int = 0, budget_s: float | None = None) -> list[float]:
-        """``warmup`` untimed and up to ``iters`` timed runs; returns this turn's latencies (ms)."""
+    def timed(self, iters: int, warmup: int = 0, budget_s: float | None = None, compute: int = 0) -> list[float]:
+        """``warmup`` untimed and up to ``iters`` timed runs end to end, then ``compute`` compute-only runs (after
+        one untimed, the first time); returns this turn's end-to-end latencies (ms)."""
         case, record = self.case, self.record
         try:
             _phase("measure", 0, iters)
             runs = time_runs(self.step, warmup=warmup, iters=iters, budget_s=budget_s, cuda=self.cuda,
                              on_progress=lambda phase, done, total: _phase(phase, done, total))
+            if compute and self.compute is not None:
+                _phase("compute only", 0, compute)
+                first = not self.compute_latencies
+                self.compute_latencies += time_runs(self.compute, warmup=int(first), iters=compute,
+                                                    cuda=self.cuda).latencies_ms
         except Exception as err:  # noqa: BLE001 - recorded, like a failure while preparing
             self._failed(err)
             return []
@@ -187,8 +203,9 @@ class _Session:
                 record.status, record.message = "ok", "built"
                 return record
             prepared = _prepare(case, precision, batch, cost.input_shape)
-            step, record.target, record.artifact, record.precision, record.runtime_settings, \
+            timing, record.target, record.artifact, record.precision, record.runtime_settings, \
                 record.artifact_check = prepared
+            step, self.compute, record.compute_kind = timing.step, timing.compute, timing.compute_kind
             self.cuda = case.device.startswith("cuda")
             if self.cuda:
                 torch.cuda.reset_peak_memory_stats()
@@ -224,6 +241,8 @@ class _Session:
         case, record = self.case, self.record
         if self.latencies:
             record.set_latencies(self.latencies)
+        if self.compute_latencies:
+            record.set_compute_latencies(self.compute_latencies)
         if self.cuda and record.status == "ok":
             record.peak_device_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
             record.peak_device_reserved_mb = round(torch.cuda.max_memory_reserved() / 2**20, 1)
@@ -251,6 +270,20 @@ def is_out_of_memory(err: BaseException) -> bool:
     return any(word in text for word in _OOM_WORDS)
 
 
+COMPUTE_ONLY = "compute only"
+COMPUTE_AS_END_TO_END = "same as end to end: the runtime takes and returns host arrays itself"
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """What a case times: ``step`` end to end, and ``compute`` (None for training) with the input already where
+    the runtime computes; ``compute_kind`` goes on the record."""
+
+    step: Callable[[], object]
+    compute: Callable[[], object] | None
+    compute_kind: str
+
+
 class _Unsupported(Exception):
     """A case this runtime cannot run (mode or precision it does not support)."""
 
@@ -269,7 +302,8 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
     if case.mode == "train":
         _phase("create model")
         model = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
-        return TrainStep(model, clip, precision=precision, device=case.device), None, None, precision, {}, None
+        step = TrainStep(model, clip, precision=precision, device=case.device)
+        return _Timing(step, None, "a training step is timed end to end only"), None, None, precision, {}, None
     if info.target is None:
         _phase("create model")
         source = create_model(case.model, seed=case.seed, tiny=case.tiny, frames=case.frames, size=case.size)
@@ -284,9 +318,16 @@ def _prepare(case: CaseSpec, precision: str, batch: int, shape: tuple[int, ...])
     _phase(f"load {case.runtime}")
     runner.activate()
     video = clip.numpy()
+    compute, separate = runner.bind(video)
     if case.device.startswith("cuda"):
         torch.cuda.synchronize()
-    return (lambda: runner.infer(video)), target, artifact_path, runs_in, dict(runner.settings), check
+
+    def computed() -> None:
+        compute()
+        runner.synchronize()
+
+    timing = _Timing(lambda: runner.infer(video), computed, COMPUTE_ONLY if separate else COMPUTE_AS_END_TO_END)
+    return timing, target, artifact_path, runs_in, dict(runner.settings), check
 
 
 def _artifact_check(parity: dict) -> dict:
@@ -355,10 +396,12 @@ def worker() -> None:
         return
     _say("READY")
     turn_budget = case.budget_s / max(1, case.rounds) if case.budget_s else None
+    turn_compute = math.ceil(compute_iters(case) / max(1, case.rounds))
     for line in sys.stdin:
         command = line.split()
         if command[:1] == ["RUN"] and len(command) == 2 and command[1].isdigit():
-            times = session.timed(int(command[1]), budget_s=turn_budget) if session.step is not None else []
+            times = (session.timed(int(command[1]), budget_s=turn_budget, compute=turn_compute)
+                     if session.step is not None else [])
             _say("TIMES " + json.dumps([round(t, 4) for t in times]))
         elif command[:1] == ["END"]:
             break

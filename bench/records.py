@@ -68,6 +68,7 @@ class Record:
     requested_precision: str | None = None  # what was asked for ("amp" included); `precision` is what ran
     precision_reason: str = ""  # why the precision that ran is the one that ran (or why it could not run)
     message: str = ""
+    # End to end: one call as an application makes it, host array in, host logits out (transfers included).
     latencies_ms: list[float] = field(default_factory=list)
     iters_timed: int = 0
     mean_ms: float | None = None
@@ -97,6 +98,13 @@ class Record:
     artifact_check: dict[str, Any] | None = None
     # Measured in rounds (`vcompile.bench.sweep.run_rounds`): how many, the round of each timed run (parallel to
     # latencies_ms), the seed of the shuffled turn orders, and each round's order (cases as model/runtime/mode).
+    # Compute only (`vcompile.runtimes.Runner.bind`): the input already where the runtime computes, the output left
+    # there; comparable with trtexec's GPU compute time. compute_kind says which it is: "compute only", or
+    # "same as end to end" where the runtime takes and returns host arrays itself (PyTorch Lite, Core ML).
+    compute_latencies_ms: list[float] = field(default_factory=list)
+    compute_mean_ms: float | None = None
+    compute_median_ms: float | None = None
+    compute_kind: str = ""
     rounds: int | None = None
     sample_rounds: list[int] | None = None
     round_seed: int | None = None
@@ -109,6 +117,12 @@ class Record:
             stats = LatencyStats.from_values(values_ms)
             for name in ("mean_ms", "median_ms", "p90_ms", "p99_ms", "std_ms", "cv"):
                 setattr(self, name, round(getattr(stats, name), 4 if name != "cv" else 5))
+
+    def set_compute_latencies(self, values_ms: list[float]) -> None:
+        self.compute_latencies_ms = [round(v, 4) for v in values_ms]
+        if values_ms:
+            self.compute_mean_ms = round(float(np.mean(values_ms)), 4)
+            self.compute_median_ms = round(float(np.median(values_ms)), 4)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=False)

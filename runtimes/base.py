@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -103,7 +104,7 @@ def require_cuda(runtime: str, device: str) -> None:
 
 # hook -> the public method that alone may call it
 _HOOKS = {"activate_impl": "activate", "get_input_metadata_impl": "activate", "infer_impl": "infer",
-          "deactivate_impl": "deactivate"}
+          "bind_impl": "bind", "deactivate_impl": "deactivate"}
 
 
 def _guarded(hook: str, caller: str, fn):
@@ -236,6 +237,30 @@ class Runner:
             raise RunnerError(f"{self.name} failed to run {self._what()}: {_first_line(err)}") from err
         return np.asarray(out, dtype=np.float32)
 
+    def bind(self, video: np.ndarray) -> tuple[Callable[[], None], bool]:
+        """A step that computes on ``video`` without the transfers `infer` makes: the input placed once where the
+        runtime computes (a device tensor, an I/O binding, a request's input tensor), the output left there.
+        Returns ``(step, separate)``; ``separate`` is False where the runtime takes and returns host arrays
+        itself, so its compute cannot be timed apart from `infer` (then ``step`` is `infer` on ``video``). Time
+        the step with `synchronize` after it, as `infer` does."""
+        self._require_active()
+        ((name, meta),) = self._input_metadata.items()
+        self._check_input(name, meta, video)
+        video = np.ascontiguousarray(video)
+        step = self._call("bind_impl", video)
+        if step is None:
+            return (lambda: self.infer(video)), False
+
+        def compute() -> None:
+            try:
+                step()
+            except VcompileError:
+                raise
+            except Exception as err:  # noqa: BLE001
+                raise RunnerError(f"{self.name} failed to run {self._what()}: {_first_line(err)}") from err
+
+        return compute, True
+
     def synchronize(self) -> None:
         """Wait for queued device work (CUDA); a no-op on the CPU."""
 
@@ -261,6 +286,10 @@ class Runner:
 
     def infer_impl(self, video: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def bind_impl(self, video: np.ndarray) -> Callable[[], None] | None:
+        """The compute-only step of `bind`; None (the default): the runtime cannot separate it from `infer`."""
+        return None
 
     def deactivate_impl(self) -> None:
         """Release what `activate_impl` acquired (default: nothing to release)."""
@@ -300,6 +329,10 @@ class Runner:
     def _what(self) -> str:
         path = getattr(self.source, "path", None)
         return str(path) if path is not None else type(self.source).__name__
+
+
+# The one hook with a default: guarded like those the runners define.
+Runner.bind_impl = _guarded("bind_impl", "bind", Runner.bind_impl)
 
 
 def _declaration_problem(cls) -> str | None:

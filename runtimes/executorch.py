@@ -84,6 +84,10 @@ class ExecuTorchRunner(Runner):
         outputs = self.method.execute([torch.from_numpy(video)])
         return outputs[0].numpy()
 
+    def bind_impl(self, video: np.ndarray):
+        resident = [torch.from_numpy(video)]
+        return lambda: self.method.execute(resident)
+
     def deactivate_impl(self) -> None:
         self.method = None
         self.program = None

@@ -78,5 +78,13 @@ class OnnxRuntimeRunner(Runner):
     def infer_impl(self, video: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: video})[0]
 
+    def bind_impl(self, video: np.ndarray):
+        cuda = self.device.startswith("cuda")
+        where, index = ("cuda", int(self.device.partition(":")[2] or 0)) if cuda else ("cpu", 0)
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(video, where, index))
+        binding.bind_output(self.session.get_outputs()[0].name, where, index)
+        return lambda: self.session.run_with_iobinding(binding)
+
     def deactivate_impl(self) -> None:
         self.session = None

@@ -87,5 +87,12 @@ class OpenVinoRunner(Runner):
         self.request.infer([video])
         return self.request.get_output_tensor(0).data.copy()
 
+    def bind_impl(self, video: np.ndarray):
+        import openvino as ov
+
+        request = self.compiled.create_infer_request()  # its own, so `infer` keeps working beside it
+        request.set_input_tensor(ov.Tensor(video, shared_memory=True))
+        return request.infer
+
     def deactivate_impl(self) -> None:
         self.request = self.compiled = None

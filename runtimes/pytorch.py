@@ -61,6 +61,15 @@ class TorchRunner(Runner):
             out = self.module(torch.from_numpy(video).to(self.device))
         return out.float().cpu().numpy()
 
+    def bind_impl(self, video: np.ndarray):
+        resident = torch.from_numpy(video).to(self.device)
+
+        def step() -> None:
+            with torch.inference_mode(), self._autocast():
+                self.module(resident)
+
+        return step
+
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)

@@ -97,6 +97,10 @@ class TensorRTRunner(Runner):
         self.synchronize()
         return host.numpy()
 
+    def bind_impl(self, video: np.ndarray):
+        resident = torch.from_numpy(video).to(self.torch_device)  # the input already on the GPU
+        return lambda: self.enqueue(resident)
+
     def synchronize(self) -> None:
         if getattr(self, "stream", None) is not None:
             self.stream.synchronize()

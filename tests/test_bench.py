@@ -56,6 +56,9 @@ def test_a_case_measures_in_its_own_process(tmp_path, monkeypatch):
     assert record.peak_host_mb > 100 and record.env["packages"]["torch"]
     assert record.first_run_ms is not None and record.first_run_ms > 0  # the first call, outside the timed runs
     assert record.runtime_settings["intra_op_threads"] == "1" and "inter_op_threads" in record.runtime_settings
+    # end to end (latencies_ms) and compute only, a fifth as many runs, as separate fields
+    assert record.compute_kind == "compute only" and len(record.compute_latencies_ms) == 1
+    assert record.compute_median_ms == pytest.approx(record.compute_latencies_ms[0])
 
 
 def test_budget_stops_early_and_says_so():

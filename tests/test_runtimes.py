@@ -67,6 +67,10 @@ def _no_probe():
     raise AssertionError("a request the declarations refuse must be refused before the runtime is probed")
 
 
+# Runtimes that take and return host arrays themselves: their compute cannot be timed apart from infer.
+COMPUTE_AS_END_TO_END = ("ptl", "coreml")
+
+
 @pytest.mark.parametrize("runtime", PARAMS)
 def test_runner_contract(runtime, tiny_build, monkeypatch):
     info = RUNTIMES[runtime]
@@ -105,7 +109,8 @@ def test_runner_contract(runtime, tiny_build, monkeypatch):
         _refused(lambda n=threads: load(source, runtime, threads=n), "threads must be a positive integer")
     idle = cls(source)  # the hooks are reachable only through the public methods
     for call, caller in ((idle.activate_impl, "activate"), (lambda: idle.infer_impl(None), "infer"),
-                         (idle.get_input_metadata_impl, "activate"), (idle.deactivate_impl, "deactivate")):
+                         (idle.get_input_metadata_impl, "activate"), (idle.deactivate_impl, "deactivate"),
+                         (lambda: idle.bind_impl(None), "bind")):
         _refused(call, f"called by {caller}()")
     monkeypatch.undo()
 
@@ -142,6 +147,13 @@ def test_runner_contract(runtime, tiny_build, monkeypatch):
             _refused(lambda: runner.infer(x[:1]), f"takes input shape {SHAPE} (static)")
         got = runner.infer(x)
         again = runner.infer(x)
+        # compute only: the input bound once where the runtime computes; checked like infer's
+        _refused(lambda: runner.bind(x.astype(np.float64)), runtime, "float64")
+        compute, separate = runner.bind(x)
+        compute()
+        runner.synchronize()
+        assert separate is (runtime not in COMPUTE_AS_END_TO_END)
+        np.testing.assert_array_equal(runner.infer(x), got)  # binding leaves infer as it was
     assert not runner.is_active
     assert got.dtype == np.float32 and got.shape == (2, 10)
     np.testing.assert_array_equal(got, again)  # deterministic

@@ -114,8 +114,11 @@ def run_case_isolated(case: CaseSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
                threading.Thread(target=lambda: stdout.extend(proc.stdout), daemon=True)]
     for reader in readers:
         reader.start()
-    proc.stdin.write(json.dumps(asdict(case)))
-    proc.stdin.close()
+    try:
+        proc.stdin.write(json.dumps(asdict(case)))
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass  # the child died before reading its case: its exit status says how
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -312,6 +315,7 @@ def run_rounds(cases: list[CaseSpec], rounds: int, *, seed: int = 0, timeout_s: 
     records = []
     for worker in workers:
         record = worker.record
+        record.settings_key = worker.case.settings_key()  # the case's identity, whatever the worker wrote
         if record.status == "ok":
             record.sample_rounds = list(worker.sample_rounds)
         record.rounds, record.round_seed, record.round_orders = rounds, seed, orders

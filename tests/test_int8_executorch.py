@@ -32,6 +32,7 @@ def test_a_failing_gate_keeps_the_least_robust_modules_float(tmp_path, monkeypat
     # a gate no int8 module can pass: the search goes all the way to its limit
     monkeypatch.setitem(metrics.TOLERANCES, "int8", replace(metrics.TOLERANCES["int8"], min_cosine=1.0 + 1e-9))
     monkeypatch.setattr("vcompile.compile.base.CALIBRATION_CLIPS", 2)  # each attempt calibrates again: keep it short
+    monkeypatch.setattr("vcompile.compile.base.MAX_FLOAT_SHARE", 0.15)  # and stops at 3 of its ~20 modules
     ctx = _context(tmp_path)
     _, quantization = _accuracy_aware_int8(ctx, ctx.model)
     search = quantization["accuracy_aware"]

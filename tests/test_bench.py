@@ -122,3 +122,16 @@ def test_records_round_trip_and_bad_files(tmp_path):
         read_records(bad)
     with pytest.raises(VcompileError, match="results file not found"):
         read_records(tmp_path / "none.jsonl")
+
+
+def test_peak_host_memory_is_the_case_process_own_not_inherited_from_the_sweep():
+    import subprocess
+    import sys
+
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MB resident in this process, which starts the child as the sweep does
+    code = ("import resource; from vcompile.bench.case import _peak_host_mb; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _peak_host_mb())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         start_new_session=True).stdout.split()
+    inherited, own = float(out[0]), float(out[1])
+    assert ballast.sum() > 0 and own < inherited - 300  # ru_maxrss kept the parent's size across fork and exec

@@ -8,6 +8,7 @@ __all__ = [
     "InvalidShapeError",
     "WeightsError",
     "MissingDependencyError",
+    "first_line",
 ]
 
 
@@ -39,3 +40,12 @@ class MissingDependencyError(VcompileError, ImportError):
         self.package, self.extra = package, extra
         super().__init__(f"{purpose} needs the '{package}' package, which is not installed; "
                          f'install it with: pip install "vcompile[{extra}]"')
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first informative line, without its type: OpenVINO prefixes its messages with lines that
+    only say where in its sources the exception passed ("Exception from src/inference/src/cpp/infer_request.cpp:224:"),
+    and those are skipped. Empty when the exception has no message."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    informative = [line for line in lines if not (line.startswith("Exception from ") and line.endswith(":"))]
+    return (informative or lines or [""])[0][:300]

@@ -97,20 +97,8 @@ def run_case_isolated(case: CaseSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
     proc = subprocess.Popen(CASE_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env={**os.environ, PARENT_ENV: str(os.getpid())})
     last_lines: list[str] = []
-
-    def pump_stderr() -> None:
-        for line in proc.stderr:
-            if line.startswith("PHASE ") and on_phase:
-                parts = line.split()
-                try:
-                    on_phase(" ".join(parts[1:-2]), int(parts[-2]), int(parts[-1]))
-                except (ValueError, IndexError):
-                    pass
-            elif line.strip():
-                last_lines[:] = [*last_lines[-20:], line.rstrip()]
-
     stdout: list[str] = []
-    readers = [threading.Thread(target=pump_stderr, daemon=True),
+    readers = [threading.Thread(target=_pump_stderr, args=(proc.stderr, on_phase, last_lines), daemon=True),
                threading.Thread(target=lambda: stdout.extend(proc.stdout), daemon=True)]
     for reader in readers:
         reader.start()
@@ -132,6 +120,20 @@ def run_case_isolated(case: CaseSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
         if line.startswith("RECORD "):
             return Record.from_dict(json.loads(line[len("RECORD "):]))
     return _death(case, proc.returncode, oom_kills, last_lines, time.perf_counter() - started)
+
+
+def _pump_stderr(stream, on_phase: Callable[[str, int, int], None] | None, last_lines: list[str]) -> None:
+    """Read a case process's stderr: ``PHASE name done total`` lines go to ``on_phase``, the last other lines are
+    kept in ``last_lines`` (for the record of a process that dies)."""
+    for line in stream:
+        if line.startswith("PHASE ") and on_phase:
+            parts = line.split()
+            try:
+                on_phase(" ".join(parts[1:-2]), int(parts[-2]), int(parts[-1]))
+            except (ValueError, IndexError):
+                pass
+        elif line.strip():
+            last_lines[:] = [*last_lines[-20:], line.rstrip()]
 
 
 def _death(case: CaseSpec, returncode: int, oom_kills: int | None, last_lines: list[str], wall: float,
@@ -199,19 +201,8 @@ class _Worker:
                 self.lines.put(line.rstrip("\n"))
             self.lines.put(None)  # end of output: the process is gone
 
-        def pump_stderr() -> None:
-            for line in self.proc.stderr:
-                if line.startswith("PHASE ") and on_phase:
-                    parts = line.split()
-                    try:
-                        on_phase(" ".join(parts[1:-2]), int(parts[-2]), int(parts[-1]))
-                    except (ValueError, IndexError):
-                        pass
-                elif line.strip():
-                    self.last_lines[:] = [*self.last_lines[-20:], line.rstrip()]
-
-        for pump in (pump_stdout, pump_stderr):
-            threading.Thread(target=pump, daemon=True).start()
+        threading.Thread(target=pump_stdout, daemon=True).start()
+        threading.Thread(target=_pump_stderr, args=(self.proc.stderr, on_phase, self.last_lines), daemon=True).start()
         self.send(json.dumps(asdict(case)))
 
     @property

@@ -77,9 +77,12 @@ def _candidates(model_name: str, threads: int, out: Path) -> dict[str, tuple[cal
     return found
 
 
-def _bootstrap(values: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
-    medians = np.median(rng.choice(values, size=(n, len(values)), replace=True), axis=1)
-    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+def _bootstrap(values: np.ndarray, seed: int) -> tuple[float, float]:
+    """The 95% bootstrap interval of the median (`vcompile.bench.stats.median_interval`)."""
+    from vcompile.bench.stats import median_interval
+
+    interval = median_interval(values, seed)
+    return interval.low, interval.high
 
 
 def compare(model_name: str, rounds: int, iters: int, threads: int, out: Path, seed: int) -> dict:
@@ -110,7 +113,7 @@ def compare(model_name: str, rounds: int, iters: int, threads: int, out: Path, s
         speedups = eager_rounds / per_round
         entry["median_ms"] = float(np.median(per_round))
         entry["speedup"] = float(np.median(speedups))
-        entry["speedup_ci95"] = _bootstrap(speedups, rng)
+        entry["speedup_ci95"] = _bootstrap(speedups, seed)
     return result
 
 

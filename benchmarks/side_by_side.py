@@ -46,9 +46,12 @@ def _split(candidate: str) -> tuple[str, str]:
     return runtime, precision or "fp32"
 
 
-def _bootstrap(values: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
-    medians = np.median(rng.choice(values, size=(n, len(values)), replace=True), axis=1)
-    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+def _bootstrap(values: np.ndarray, seed: int) -> tuple[float, float]:
+    """The 95% bootstrap interval of the median (`vcompile.bench.stats.median_interval`)."""
+    from vcompile.bench.stats import median_interval
+
+    interval = median_interval(values, seed)
+    return interval.low, interval.high
 
 
 def _runners(model_name: str, runtimes: list[str], threads: int, out: Path, tiny: bool) -> dict[str, dict]:
@@ -138,7 +141,7 @@ def measure(model_name: str, runtimes: list[str], rounds: int, iters: int, threa
         per_round = np.array([np.median(t) for t in record["samples_ms"]])
         speedups = eager_rounds / per_round
         record.update(median_ms=float(np.median(per_round)), speedup=float(np.median(speedups)),
-                      speedup_ci95=_bootstrap(speedups, rng))
+                      speedup_ci95=_bootstrap(speedups, seed))
     for entry in entries.values():
         if entry["runner"] is not None:
             entry["runner"].deactivate()
@@ -213,7 +216,6 @@ def _over_own_fp32(runs: list[dict], paths: list[Path], reduced: list[str]) -> l
     for path, run in zip(paths, runs):
         lines += [f"### {path.name}: over the same runtime's fp32", "",
                   "| model | " + " | ".join(reduced) + " |", "|---|" + "---|" * len(reduced)]
-        rng = np.random.default_rng(0)
         for result in run["results"]:
             cells = []
             for candidate in reduced:
@@ -224,7 +226,7 @@ def _over_own_fp32(runs: list[dict], paths: list[Path], reduced: list[str]) -> l
                     continue
                 ratios = (np.array([np.median(t) for t in base["samples_ms"]])
                           / np.array([np.median(t) for t in record["samples_ms"]]))
-                low, high = _bootstrap(ratios, rng)
+                low, high = _bootstrap(ratios, 0)
                 mark = "" if correct(record) else " (fails its check)"
                 cells.append(f"{np.median(ratios):.2f}x [{low:.2f}-{high:.2f}]{mark}")
             lines.append(f"| {result['model']} | " + " | ".join(cells) + " |")

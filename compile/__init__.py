@@ -35,7 +35,7 @@ except ImportError:  # Windows: builds of one key are not serialised across proc
     fcntl = None
 
 from ..data import calibration_videos, check_seed, clip_set, example_input
-from ..errors import InvalidShapeError, VcompileError, WeightsError
+from ..errors import InvalidShapeError, VcompileError, WeightsError, first_line
 from ..zoo import build_args, create_model, get_spec
 from .base import (
     CALIBRATION_CLIPS,
@@ -306,9 +306,8 @@ def build(model: str, target: str, options: BuildOptions | None = None, *, out: 
         except Exception as err:  # noqa: BLE001 - a target's failure is reported as data, never as a traceback
             shutil.rmtree(staging, ignore_errors=True)
             stage = next(reversed(ctx.stages), "build") if ctx.stages else "build"
-            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
             raise BuildError(f"{tgt.name} build of {spec.name} failed at '{stage}': "
-                             f"{type(err).__name__}: {first}") from err
+                             f"{type(err).__name__}: {first_line(err)}") from err
         except BaseException:  # interrupted (Ctrl-C): leave no staging folder behind
             shutil.rmtree(staging, ignore_errors=True)
             raise

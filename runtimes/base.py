@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..compile.base import PRECISIONS
-from ..errors import VcompileError
+from ..errors import VcompileError, first_line
 
 __all__ = ["Runner", "RunnerError", "TensorMetadata", "PRECISIONS", "STANDARD_DEVICES", "parse_device",
            "describe_devices", "artifact_precision", "require_cuda"]
@@ -360,9 +360,6 @@ def _shape(shape) -> str:
 
 
 def _first_line(err: BaseException) -> str:
-    """The error's first informative line: OpenVINO prefixes its messages with lines that only say where in its
-    sources the exception passed ("Exception from src/inference/src/cpp/infer_request.cpp:224:")."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    informative = [line for line in lines if not (line.startswith("Exception from ") and line.endswith(":"))]
-    line = (informative or lines or [""])[0]
-    return f"{type(err).__name__}: {line[:300]}" if line else type(err).__name__
+    """The error's type and its first informative line (`vcompile.errors.first_line`)."""
+    line = first_line(err)
+    return f"{type(err).__name__}: {line}" if line else type(err).__name__

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import first_line
 from .base import Runner, RunnerError, TensorMetadata
 
 __all__ = ["OpenVinoRunner", "compile_config", "OV_PRECISION"]
@@ -60,7 +61,7 @@ class OpenVinoRunner(Runner):
             model = core.read_model(str(self.source.file("model")), str(self.source.file("weights")))
             self.compiled = core.compile_model(model, "CPU", compile_config(self.precision, self.threads))
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            first = first_line(err) or type(err).__name__
             raise RunnerError(f"OpenVINO {ov.__version__} cannot load {self.source.file('model')}: {first}; "
                               "rebuild the artifact (vcompile build --force)") from None
         self.settings = {name: _text(self.compiled.get_property(name)) for name in
